@@ -1,0 +1,23 @@
+"""Track experiments in MLflow and register models from Michelangelo tasks, done right.
+
+Example:
+    >>> import michelangelo_mlflow as mm
+    >>> with mm.tracking_run(experiment="fraud-detection", run_name="eda") as run:  # doctest: +SKIP
+    ...     mlflow.log_metric("rows", 1_000)
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import version as _version
+
+from michelangelo_mlflow import exceptions
+from michelangelo_mlflow._settings import Settings, SettingSource
+
+__version__ = _version("michelangelo-mlflow")
+
+__all__ = [
+    "SettingSource",
+    "Settings",
+    "__version__",
+    "exceptions",
+]

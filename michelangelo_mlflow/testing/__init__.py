@@ -1,0 +1,16 @@
+"""Test helpers for users of michelangelo-mlflow (and for this SDK's own tests).
+
+- :class:`TrackingServer`: a real ``mlflow server`` subprocess on loopback.
+
+Example:
+    >>> from michelangelo_mlflow.testing import TrackingServer
+    >>> with TrackingServer(tmp_path) as server:  # doctest: +SKIP
+    ...     with mm.tracking_run(settings=mm.Settings(tracking_uri=server.url)):
+    ...         mlflow.log_metric("auc", 0.9)
+"""
+
+from __future__ import annotations
+
+from michelangelo_mlflow.testing._tracking_server import TrackingServer
+
+__all__ = ["TrackingServer"]
