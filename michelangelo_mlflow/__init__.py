@@ -11,6 +11,7 @@ from __future__ import annotations
 from importlib.metadata import version as _version
 
 from michelangelo_mlflow import exceptions
+from michelangelo_mlflow._run import TrackingRun, tracked, tracking_run
 from michelangelo_mlflow._settings import Settings, SettingSource
 
 __version__ = _version("michelangelo-mlflow")
@@ -18,6 +19,9 @@ __version__ = _version("michelangelo-mlflow")
 __all__ = [
     "SettingSource",
     "Settings",
+    "TrackingRun",
     "__version__",
     "exceptions",
+    "tracked",
+    "tracking_run",
 ]

@@ -1,0 +1,112 @@
+"""Provenance tags: where a run came from, under the ``michelangelo.`` prefix.
+
+=============================  ====================================================
+Tag                            Value
+=============================  ====================================================
+``michelangelo.namespace``     ``MA_NAMESPACE``: the Michelangelo project
+``michelangelo.pipeline_run``  ``MA_PIPELINE_RUN_NAME``: the pipeline run
+``michelangelo.task``          dotted path of the function run by ``tracked``
+``michelangelo.host``          host name (the pod's name in Kubernetes)
+``michelangelo.execution``     ``remote`` (task pod), ``local`` (local uniflow run)
+                               or ``interactive`` (notebook, script)
+``michelangelo.sdk_version``   version of michelangelo-mlflow
+``michelangelo.mlflow_client`` version of the MLflow client
+``michelangelo.error.type``    exception class, on a FAILED or KILLED run
+``michelangelo.error.message`` exception message (redacted), on a FAILED run
+=============================  ====================================================
+
+MLflow adds its own standard tags (``mlflow.source.name``, ``mlflow.source.type``,
+``mlflow.user``, ``mlflow.source.git.commit`` …) when the run is created.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+from typing import Any
+
+from michelangelo_mlflow._settings import Settings
+
+__all__ = ["TAG_PREFIX", "dotted_path", "error_tags", "provenance_tags"]
+
+TAG_PREFIX = "michelangelo."
+
+NAMESPACE = TAG_PREFIX + "namespace"
+PIPELINE_RUN = TAG_PREFIX + "pipeline_run"
+TASK = TAG_PREFIX + "task"
+HOST = TAG_PREFIX + "host"
+EXECUTION = TAG_PREFIX + "execution"
+SDK_VERSION = TAG_PREFIX + "sdk_version"
+MLFLOW_CLIENT = TAG_PREFIX + "mlflow_client"
+ERROR_TYPE = TAG_PREFIX + "error.type"
+ERROR_MESSAGE = TAG_PREFIX + "error.message"
+
+_MAX_ERROR_MESSAGE = 1000
+
+
+def provenance_tags(settings: Settings, *, task: str | None = None) -> dict[str, str]:
+    """The provenance tags of a run started with ``settings``.
+
+    Args:
+        settings: The resolved configuration (Michelangelo context).
+        task: Dotted path of the task function, when known.
+
+    Returns:
+        Tag names to values; tags whose value is unknown are left out.
+    """
+    from michelangelo_mlflow import __version__
+    from michelangelo_mlflow._versions import client_version
+
+    if settings.remote_run:
+        execution = "remote"
+    elif settings.local_run:
+        execution = "local"
+    else:
+        execution = "interactive"
+    tags = {
+        NAMESPACE: settings.namespace,
+        PIPELINE_RUN: settings.pipeline_run_name,
+        TASK: task,
+        HOST: socket.gethostname(),
+        EXECUTION: execution,
+        SDK_VERSION: __version__,
+        MLFLOW_CLIENT: client_version(),
+    }
+    return {key: value for key, value in tags.items() if value}
+
+
+def error_tags(exc: BaseException, *, secrets: tuple[str, ...]) -> dict[str, str]:
+    """Tags that record why a run failed, with secrets redacted.
+
+    Args:
+        exc: The exception that ended the run.
+        secrets: Secret values to redact from the message.
+
+    Returns:
+        The error type and its (redacted, shortened) message.
+    """
+    from michelangelo_mlflow._params import redact_text
+
+    message = redact_text(str(exc), secrets)
+    if len(message) > _MAX_ERROR_MESSAGE:
+        message = message[: _MAX_ERROR_MESSAGE - 1] + "…"
+    kind = type(exc)
+    name = kind.__qualname__ if kind.__module__ == "builtins" else dotted_path(kind)
+    return {ERROR_TYPE: name, ERROR_MESSAGE: message or name}
+
+
+def dotted_path(obj: Callable[..., Any] | type) -> str:
+    """``module.qualname`` of a function or class, with ``__main__`` resolved.
+
+    Example:
+        >>> dotted_path(dotted_path)
+        'michelangelo_mlflow._provenance.dotted_path'
+    """
+    import sys
+
+    module = getattr(obj, "__module__", None) or "__main__"
+    if module == "__main__":
+        spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+        if spec is not None and spec.name != "__main__":
+            module = spec.name
+    return f"{module}.{getattr(obj, '__qualname__', getattr(obj, '__name__', repr(obj)))}"
