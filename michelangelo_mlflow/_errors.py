@@ -1,29 +1,47 @@
-"""The one boundary where MLflow, ``requests`` and gRPC errors become ours.
+"""The one boundary where MLflow, ``requests`` and artifact-store errors become ours.
 
 Every call into MLflow that this SDK makes, and every MLflow error that escapes a
-tracked run, passes through :func:`translate`. Each known MLflow error code maps to
-one of our exception classes with the platform guide's resolution as its ``fix``;
-the original exception is chained as ``__cause__``.
+tracked run, passes through :func:`translate`. Each MLflow error code is mapped, in
+:data:`CODE_CATEGORIES`, to one of our exception classes with the platform guide's
+resolution as its ``fix``; the original exception is chained as ``__cause__``.
+
+The platform guide's troubleshooting table, row by row:
+
+=========================================  =====================================
+Symptom                                    Our error
+=========================================  =====================================
+connection refused / timeout               TrackingServerUnreachableError
+PERMISSION_DENIED, HTTP 401 / 403          AuthenticationError
+``ModuleNotFoundError: mlflow``            MissingDependencyError
+INVALID_PARAMETER_VALUE / 404 on           VersionMismatchError
+``log_model`` with a version skew
+artifacts missing                          ArtifactStoreError
+=========================================  =====================================
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from typing import Literal
 
 from michelangelo_mlflow.exceptions import (
     ArtifactStoreError,
     AuthenticationError,
     MichelangeloMlflowError,
+    MissingDependencyError,
     TrackingError,
     TrackingServerUnreachableError,
 )
 
 __all__ = [
+    "CODE_CATEGORIES",
     "FIX_ARTIFACTS",
     "FIX_CREDENTIALS",
     "FIX_PERMISSION",
+    "FIX_TLS",
     "FIX_UNREACHABLE",
+    "REQUIREMENTS",
     "from_foreign",
     "translate",
 ]
@@ -48,15 +66,139 @@ FIX_ARTIFACTS = (
     "artifact store (S3/GCS) configured on the MLflow server, or run "
     "`michelangelo-mlflow doctor --artifacts`"
 )
+FIX_TLS = (
+    "set MLFLOW_TRACKING_SERVER_CERT_PATH to the PEM CA bundle that signed the server's "
+    "certificate (MLFLOW_TRACKING_INSECURE_TLS=true skips verification, not recommended)"
+)
+FIX_RATE = (
+    "the server is throttling this client: log in batches (mlflow.log_metrics, "
+    "MlflowClient.log_batch) instead of one call per value, or ask the operator to raise "
+    "the limit"
+)
+FIX_ENDPOINT = (
+    "the tracking server does not have this endpoint: check that MLFLOW_TRACKING_URI is "
+    "the MLflow server's base URL and that client and server versions match "
+    "(`michelangelo-mlflow doctor` shows both)"
+)
 
-_UNREACHABLE_CODES = frozenset(
-    {
+Category = Literal[
+    "unreachable",
+    "unauthenticated",
+    "permission",
+    "endpoint",
+    "invalid",
+    "artifact",
+    "rate",
+    "internal",
+    "tracking",
+]
+
+
+def _codes(category: Category, *codes: str) -> dict[str, Category]:
+    return dict.fromkeys(codes, category)
+
+
+CODE_CATEGORIES: Mapping[str, Category] = {
+    **_codes(
+        "unreachable",
         "TEMPORARILY_UNAVAILABLE",
         "SERVICE_UNDER_MAINTENANCE",
         "WORKSPACE_TEMPORARILY_UNAVAILABLE",
         "DEADLINE_EXCEEDED",
-    }
-)
+        "DEPLOYMENT_TIMEOUT",
+        "PROJECTS_OPERATION_TIMEOUT",
+    ),
+    **_codes("unauthenticated", "UNAUTHENTICATED"),
+    **_codes(
+        "permission", "PERMISSION_DENIED", "CUSTOMER_UNAUTHORIZED", "PERMISSION_NOT_PROPAGATED"
+    ),
+    **_codes("endpoint", "ENDPOINT_NOT_FOUND", "NOT_IMPLEMENTED", "FEATURE_DISABLED"),
+    **_codes(
+        "invalid", "INVALID_PARAMETER_VALUE", "MALFORMED_REQUEST", "BAD_REQUEST", "INVALID_STATE"
+    ),
+    **_codes(
+        "artifact", "IO_ERROR", "DATA_LOSS", "MAX_BLOCK_SIZE_EXCEEDED", "MAX_READ_SIZE_EXCEEDED"
+    ),
+    **_codes(
+        "rate",
+        "REQUEST_LIMIT_EXCEEDED",
+        "RESOURCE_EXHAUSTED",
+        "QUOTA_EXCEEDED",
+        "RESOURCE_LIMIT_EXCEEDED",
+    ),
+    **_codes("internal", "INTERNAL_ERROR", "UNPARSEABLE_HTTP_ERROR"),
+    # Everything else is a failure of the call itself: the message and MLflow's code
+    # say what to change; no deployment-level fix applies.
+    **_codes(
+        "tracking",
+        "CANCELLED",
+        "ABORTED",
+        "NOT_FOUND",
+        "ALREADY_EXISTS",
+        "INVALID_STATE_TRANSITION",
+        "COULD_NOT_ACQUIRE_LOCK",
+        "RESOURCE_ALREADY_EXISTS",
+        "RESOURCE_DOES_NOT_EXIST",
+        "RESOURCE_CONFLICT",
+        "PARTIAL_DELETE",
+        "MAX_LIST_SIZE_EXCEEDED",
+        "DRY_RUN_FAILED",
+        "DIRECTORY_NOT_EMPTY",
+        "DIRECTORY_PROTECTED",
+        "MAX_NOTEBOOK_SIZE_EXCEEDED",
+        "MAX_CHILD_NODE_SIZE_EXCEEDED",
+        "SEARCH_QUERY_TOO_LONG",
+        "SEARCH_QUERY_TOO_SHORT",
+        "MANAGED_RESOURCE_GROUP_DOES_NOT_EXIST",
+        "GIT_CONFLICT",
+        "GIT_UNKNOWN_REF",
+        "GIT_SENSITIVE_TOKEN_DETECTED",
+        "GIT_URL_NOT_ON_ALLOW_LIST",
+        "GIT_REMOTE_ERROR",
+        "IPYNB_FILE_IN_REPO",
+        "INSECURE_PARTNER_RESPONSE",
+        "MALFORMED_PARTNER_RESPONSE",
+        "METASTORE_DOES_NOT_EXIST",
+        "DAC_DOES_NOT_EXIST",
+        "CATALOG_DOES_NOT_EXIST",
+        "SCHEMA_DOES_NOT_EXIST",
+        "TABLE_DOES_NOT_EXIST",
+        "SHARE_DOES_NOT_EXIST",
+        "RECIPIENT_DOES_NOT_EXIST",
+        "STORAGE_CREDENTIAL_DOES_NOT_EXIST",
+        "EXTERNAL_LOCATION_DOES_NOT_EXIST",
+        "PRINCIPAL_DOES_NOT_EXIST",
+        "PROVIDER_DOES_NOT_EXIST",
+        "METASTORE_ALREADY_EXISTS",
+        "DAC_ALREADY_EXISTS",
+        "CATALOG_ALREADY_EXISTS",
+        "SCHEMA_ALREADY_EXISTS",
+        "TABLE_ALREADY_EXISTS",
+        "SHARE_ALREADY_EXISTS",
+        "RECIPIENT_ALREADY_EXISTS",
+        "STORAGE_CREDENTIAL_ALREADY_EXISTS",
+        "EXTERNAL_LOCATION_ALREADY_EXISTS",
+        "PROVIDER_ALREADY_EXISTS",
+        "CATALOG_NOT_EMPTY",
+        "SCHEMA_NOT_EMPTY",
+        "METASTORE_NOT_EMPTY",
+        "PROVIDER_SHARE_NOT_ACCESSIBLE",
+    ),
+}
+"""Every MLflow ``ErrorCode`` and the kind of failure it means (a test checks coverage)."""
+
+REQUIREMENTS: Mapping[str, tuple[str, str]] = {
+    "mlflow": ("MLflow tracking", "mlflow>=2.22,<4"),
+    "databricks": ("MLflow (import mlflow needs databricks-sdk)", "databricks-sdk"),
+    "sklearn": ("mlflow.sklearn", "scikit-learn"),
+    "boto3": ("an S3 artifact store", "boto3"),
+    "botocore": ("an S3 artifact store", "boto3"),
+    "google": ("a GCS artifact store", "google-cloud-storage"),
+    "azure": ("an Azure Blob artifact store", "azure-storage-blob azure-identity"),
+}
+"""Top-level modules a tracked run needs, mapped to (feature, requirement line)."""
+
+_ARTIFACT_STORE_MODULES = ("botocore", "boto3", "google.api_core", "google.auth", "azure.core")
 
 
 def from_foreign(
@@ -65,68 +207,68 @@ def from_foreign(
     """Our exception for a foreign one, or ``None`` when it is not a tracking failure.
 
     Args:
-        exc: The exception raised by MLflow, ``requests`` or ``urllib3``.
+        exc: The exception raised by MLflow, ``requests``, an artifact store client or
+            a missing import.
         tracking_uri: The tracking URI, without credentials, for the message.
         run_id: The run being tracked, if any.
 
     Returns:
-        The translated exception (not raised), or ``None`` for anything else.
+        The translated exception (not raised, not chained), or ``None`` for anything
+        else, including our own exceptions.
+
+    Example:
+        >>> import requests
+        >>> err = from_foreign(requests.ConnectionError("refused"), tracking_uri="http://m:5000")
+        >>> type(err).__name__
+        'TrackingServerUnreachableError'
     """
     import requests
     from mlflow.exceptions import MlflowException
 
     if isinstance(exc, MichelangeloMlflowError):
         return None
+    if isinstance(exc, ModuleNotFoundError):
+        return _missing_dependency(exc)
+    if isinstance(exc, requests.exceptions.SSLError):
+        return TrackingServerUnreachableError(
+            f"TLS verification failed for the MLflow tracking server at {tracking_uri}: "
+            f"{_first_line(exc)}",
+            tracking_uri=tracking_uri,
+            fix=FIX_TLS,
+        )
     if isinstance(exc, requests.ConnectionError | requests.Timeout):
         return TrackingServerUnreachableError(
             f"could not reach the MLflow tracking server at {tracking_uri}: {_first_line(exc)}",
             tracking_uri=tracking_uri,
             fix=FIX_UNREACHABLE,
         )
+    if isinstance(exc, requests.HTTPError) and exc.response is not None:
+        status = exc.response.status_code
+        if status in (401, 403):
+            return _auth_error(
+                "UNAUTHENTICATED" if status == 401 else "PERMISSION_DENIED",
+                _first_line(exc),
+                tracking_uri,
+            )
+    if _is_artifact_store_exception(exc):
+        return ArtifactStoreError(
+            f"the artifact store of the MLflow tracking server at {tracking_uri} failed"
+            f"{f' in run {run_id}' if run_id else ''}: {type(exc).__name__}: {_first_line(exc)}",
+            tracking_uri=tracking_uri,
+            run_id=run_id,
+            fix=FIX_ARTIFACTS,
+        )
     if not isinstance(exc, MlflowException):
         return None
-    code = str(exc.error_code)
-    text = _first_line(exc)
-    if code == "ENDPOINT_NOT_FOUND" and "logged-models" in str(exc):
-        from michelangelo_mlflow._versions import skew_error
-
-        return skew_error(tracking_uri, cause=text)
-    if code == "UNAUTHENTICATED":
-        return AuthenticationError(
-            f"the MLflow tracking server at {tracking_uri} rejected the credentials "
-            f"(HTTP 401): {text}",
-            tracking_uri=tracking_uri,
-            fix=FIX_CREDENTIALS,
-        )
-    if code in {"PERMISSION_DENIED", "CUSTOMER_UNAUTHORIZED"}:
-        return AuthenticationError(
-            f"the MLflow tracking server at {tracking_uri} denied this request "
-            f"(PERMISSION_DENIED): {text}",
-            tracking_uri=tracking_uri,
-            fix=FIX_PERMISSION,
-        )
-    if code in _UNREACHABLE_CODES or (
-        code == "INTERNAL_ERROR" and ("Max retries exceeded" in text or "error responses" in text)
-    ):
-        return TrackingServerUnreachableError(
-            f"the MLflow tracking server at {tracking_uri} is not answering: {text}",
-            tracking_uri=tracking_uri,
-            fix=FIX_UNREACHABLE,
-        )
-    error_class = ArtifactStoreError if _is_artifact_failure(exc) else TrackingError
-    return error_class(
-        f"MLflow call failed on {tracking_uri}"
-        f"{f' in run {run_id}' if run_id else ''} ({code}): {text}",
-        tracking_uri=tracking_uri,
-        run_id=run_id,
-        error_code=code,
-        fix=FIX_ARTIFACTS if error_class is ArtifactStoreError else None,
-    )
+    return _from_mlflow(exc, tracking_uri=tracking_uri, run_id=run_id)
 
 
 @contextmanager
 def translate(tracking_uri: str, *, run_id: str | None = None) -> Iterator[None]:
     """Raise our typed error, chained, for any MLflow or ``requests`` error in the block.
+
+    Exceptions that are not tracking failures (a ``ValueError`` in user code, our own
+    errors) pass through unchanged.
 
     Args:
         tracking_uri: The tracking URI, without credentials, for messages.
@@ -134,6 +276,10 @@ def translate(tracking_uri: str, *, run_id: str | None = None) -> Iterator[None]
 
     Yields:
         Nothing.
+
+    Example:
+        >>> with translate("http://mlflow.example.com:5000"):  # doctest: +SKIP
+        ...     mlflow.MlflowClient().search_experiments()
     """
     try:
         yield
@@ -142,6 +288,84 @@ def translate(tracking_uri: str, *, run_id: str | None = None) -> Iterator[None]
         if ours is None:
             raise
         raise ours from exc
+
+
+def _from_mlflow(
+    exc: BaseException, *, tracking_uri: str, run_id: str | None
+) -> MichelangeloMlflowError:
+    from michelangelo_mlflow._versions import (
+        Verdict,
+        client_version,
+        known_server_version,
+        skew_error,
+        verdict,
+    )
+
+    code = str(getattr(exc, "error_code", "INTERNAL_ERROR"))
+    category = CODE_CATEGORIES.get(code, "tracking")
+    text = _first_line(exc)
+    full = str(exc)
+    where = f"{f' in run {run_id}' if run_id else ''}"
+    skewed = verdict(client_version(), known_server_version(tracking_uri)) is Verdict.INCOMPATIBLE
+    if category == "endpoint" and ("logged-models" in full or skewed):
+        return skew_error(tracking_uri, cause=text)
+    if category == "invalid" and skewed:
+        return skew_error(tracking_uri, cause=f"{code}: {text}")
+    if category in ("unauthenticated", "permission"):
+        return _auth_error(code, text, tracking_uri)
+    if category == "unreachable" or (
+        category == "internal"
+        and any(m in full for m in ("Max retries exceeded", "error responses", "Read timed out"))
+    ):
+        return TrackingServerUnreachableError(
+            f"the MLflow tracking server at {tracking_uri} is not answering ({code}): {text}",
+            tracking_uri=tracking_uri,
+            fix=FIX_UNREACHABLE,
+        )
+    if category == "artifact" or _is_artifact_failure(exc):
+        return ArtifactStoreError(
+            f"artifact upload or download failed on {tracking_uri}{where} ({code}): {text}",
+            tracking_uri=tracking_uri,
+            run_id=run_id,
+            error_code=code,
+            fix=FIX_ARTIFACTS,
+        )
+    fix = {"rate": FIX_RATE, "endpoint": FIX_ENDPOINT}.get(category)
+    return TrackingError(
+        f"MLflow call failed on {tracking_uri}{where} ({code}): {text}",
+        tracking_uri=tracking_uri,
+        run_id=run_id,
+        error_code=code,
+        fix=fix,
+    )
+
+
+def _auth_error(code: str, text: str, tracking_uri: str) -> AuthenticationError:
+    if code == "UNAUTHENTICATED":
+        return AuthenticationError(
+            f"the MLflow tracking server at {tracking_uri} rejected the credentials, or "
+            f"needs some and none were sent (HTTP 401, UNAUTHENTICATED): {text}",
+            tracking_uri=tracking_uri,
+            fix=FIX_CREDENTIALS,
+        )
+    return AuthenticationError(
+        f"the MLflow tracking server at {tracking_uri} denied this request "
+        f"(HTTP 403, {code}): {text}",
+        tracking_uri=tracking_uri,
+        fix=FIX_PERMISSION,
+    )
+
+
+def _missing_dependency(exc: ModuleNotFoundError) -> MissingDependencyError | None:
+    top = (exc.name or "").split(".")[0]
+    if top not in REQUIREMENTS:
+        return None
+    feature, requirement = REQUIREMENTS[top]
+    return MissingDependencyError(f"{feature} (module {exc.name!r})", requirement)
+
+
+def _is_artifact_store_exception(exc: BaseException) -> bool:
+    return any(klass.__module__.startswith(_ARTIFACT_STORE_MODULES) for klass in type(exc).__mro__)
 
 
 def _is_artifact_failure(exc: BaseException) -> bool:
@@ -155,3 +379,190 @@ def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
 
+
+# --- Michelangelo registry backends: gRPC status codes and Kubernetes API errors ---------
+# Owned by the registration feature (michelangelo_mlflow/_registry). ALREADY_EXISTS / 409
+# on create and NOT_FOUND / 404 on reads are control flow handled by the backends; every
+# other failure of a backend call becomes a RegistrationError here, chained by the caller.
+
+GRPC_ERRORS: Mapping[str, tuple[str, str]] = {
+    "CANCELLED": (
+        "the call was cancelled",
+        "retry the registration; it completes the missing half",
+    ),
+    "UNKNOWN": (
+        "the server failed with an unknown error",
+        "retry the registration; if it persists, check the API server's logs",
+    ),
+    "INVALID_ARGUMENT": (
+        "the server rejected the request as invalid",
+        "check MICHELANGELO_MLFLOW_CALLER and MA_API_SERVER_NAME (the rpc-caller and "
+        "rpc-service headers) and the model name; the details name the field",
+    ),
+    "DEADLINE_EXCEEDED": (
+        "the server did not answer in time",
+        "check that this pod can reach MA_API_SERVER, then retry the registration",
+    ),
+    "NOT_FOUND": (
+        "the project (namespace) does not exist on the server",
+        "pass namespace= an existing Michelangelo project (`ma project get`), or set "
+        "MA_NAMESPACE",
+    ),
+    "ALREADY_EXISTS": (
+        "the Model already exists",
+        "use another model name, or delete the existing Model",
+    ),
+    "PERMISSION_DENIED": (
+        "the caller is not allowed to do this",
+        "ask the Michelangelo admin to grant this caller create and get on models in "
+        "the project",
+    ),
+    "RESOURCE_EXHAUSTED": (
+        "the server is rate limiting or out of quota",
+        "retry the registration later; it completes the missing half",
+    ),
+    "FAILED_PRECONDITION": (
+        "the object changed concurrently (stale resourceVersion)",
+        "retry the registration; it re-reads the object",
+    ),
+    "ABORTED": (
+        "the call was aborted by a concurrent change",
+        "retry the registration",
+    ),
+    "OUT_OF_RANGE": (
+        "a value is out of range",
+        "check the model version and the arguments; the details name the field",
+    ),
+    "UNIMPLEMENTED": (
+        "the server does not implement the Model API",
+        "point MA_API_SERVER at the Michelangelo API server (default port 15566), not at "
+        "another gRPC service",
+    ),
+    "INTERNAL": (
+        "the server failed internally",
+        "retry the registration; if it persists, check the API server's logs",
+    ),
+    "UNAVAILABLE": (
+        "the server is not reachable",
+        "check MA_API_SERVER (host:port), that the API server is running and that this "
+        "pod may reach it (NetworkPolicy egress); set MICHELANGELO_MLFLOW_API_SERVER_TLS "
+        "to match the server",
+    ),
+    "DATA_LOSS": (
+        "the server reported data loss",
+        "check the API server's logs before retrying",
+    ),
+    "UNAUTHENTICATED": (
+        "the server did not accept this caller's credentials",
+        "configure the API server's credentials for this pod (TLS and the rpc-caller "
+        "identity, MICHELANGELO_MLFLOW_CALLER), then retry",
+    ),
+}
+"""gRPC status code name → (what happened, what to do), for the Michelangelo Model API."""
+
+
+def from_grpc(
+    exc: BaseException, *, endpoint: str, action: str, model_name: str
+) -> MichelangeloMlflowError:
+    """Our error for a failed Michelangelo Model API call (a ``grpc.RpcError``).
+
+    Args:
+        exc: The ``grpc.RpcError`` (a ``grpc.Call``) or any other failure of the call.
+        endpoint: The API server's ``host:port``.
+        action: What was attempted, such as ``create Model ml-team/fraud-3``.
+        model_name: The registered model name, for the error's attribute.
+
+    Returns:
+        A ``RegistrationError`` (not raised).
+    """
+    from michelangelo_mlflow.exceptions import RegistrationError
+
+    code_of = getattr(exc, "code", None)
+    code = str(getattr(code_of(), "name", "UNKNOWN")) if callable(code_of) else "UNKNOWN"
+    details_of = getattr(exc, "details", None)
+    details = (details_of() if callable(details_of) else None) or _first_line(exc)
+    what, fix = GRPC_ERRORS.get(code, GRPC_ERRORS["UNKNOWN"])
+    return RegistrationError(
+        f"could not {action} on the Michelangelo API server at {endpoint}: {what} "
+        f"({code}: {details})",
+        model_name=model_name,
+        fix=fix,
+    )
+
+
+def from_kubernetes(
+    exc: BaseException, *, server: str, verb: str, namespace: str, name: str, model_name: str
+) -> MichelangeloMlflowError:
+    """Our error for a failed Kubernetes API call on ``models.michelangelo.api``.
+
+    Args:
+        exc: A ``kubernetes.client.exceptions.ApiException``, a ``urllib3`` error or
+            any other failure of the call.
+        server: The Kubernetes API server URL.
+        verb: The RBAC verb of the call (``create``, ``get``).
+        namespace: The namespace of the Model.
+        name: The Model object's name.
+        model_name: The registered model name, for the error's attribute.
+
+    Returns:
+        A ``RegistrationError`` (not raised).
+    """
+    from michelangelo_mlflow.exceptions import RegistrationError
+
+    status = getattr(exc, "status", None)
+    reason = _kubernetes_reason(exc)
+    target = f"models.michelangelo.api {namespace}/{name}"
+    if status == 401:
+        message = f"the Kubernetes API server at {server} rejected the credentials (401)"
+        fix = (
+            "refresh the kubeconfig credentials (KUBECONFIG), or run in a pod whose "
+            "service account token is mounted"
+        )
+    elif status == 403:
+        message = (
+            f"the Kubernetes API server at {server} forbids verb {verb!r} on "
+            f"models.michelangelo.api in namespace {namespace!r} (403): {reason}"
+        )
+        fix = (
+            f"grant this identity the missing RBAC verb {verb!r} (the registration needs "
+            f"create and get on models, apiGroups [michelangelo.api]) in namespace "
+            f"{namespace!r} with a Role and RoleBinding, as docs/registration.md shows"
+        )
+    elif status == 404:
+        message = (
+            f"the Kubernetes API server at {server} has no namespace {namespace!r} or no "
+            f"Model CRD (404): {reason}"
+        )
+        fix = (
+            "pass namespace= an existing Michelangelo project, and check that the CRD is "
+            "installed: kubectl get crd models.michelangelo.api"
+        )
+    elif status in (400, 422):
+        message = f"the Kubernetes API server at {server} rejected the object ({status}): {reason}"
+        fix = "check the model name and arguments; the server's reason names the field"
+    elif isinstance(status, int):
+        message = f"the Kubernetes API server at {server} failed ({status}): {reason}"
+        fix = "retry the registration; it completes the missing half"
+    else:
+        message = f"could not reach the Kubernetes API server at {server}: {_first_line(exc)}"
+        fix = (
+            "check KUBECONFIG (or that this runs in a pod with KUBERNETES_SERVICE_HOST set) "
+            "and that the API server is reachable"
+        )
+    return RegistrationError(
+        f"could not {verb} {target}: {message}", model_name=model_name, fix=fix
+    )
+
+
+def _kubernetes_reason(exc: BaseException) -> str:
+    import json
+
+    body = getattr(exc, "body", None)
+    if isinstance(body, bytes | str) and body:
+        try:
+            parsed = json.loads(body)
+        except ValueError:
+            return str(body)[:200]
+        if isinstance(parsed, dict) and parsed.get("message"):
+            return str(parsed["message"])
+    return str(getattr(exc, "reason", None) or _first_line(exc))

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 from michelangelo_mlflow import _params, _provenance
 from michelangelo_mlflow._errors import from_foreign, translate
+from michelangelo_mlflow._preflight import ensure_preflight
 from michelangelo_mlflow._scope import mlflow_scope
 from michelangelo_mlflow._settings import Settings
 from michelangelo_mlflow.exceptions import ConfigurationError, TrackingError
@@ -163,7 +164,7 @@ class TrackingRun:
         uri = self.settings.safe_tracking_uri
         self._stack.enter_context(mlflow_scope(self.settings))
         try:
-            # PREFLIGHT: ensure_preflight(settings) is called here
+            ensure_preflight(self.settings)
             with translate(uri, run_id=self.run_id):
                 self.active_run = self._start()
             self._token = _current.set(self)

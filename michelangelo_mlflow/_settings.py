@@ -239,8 +239,8 @@ class Settings(BaseSettings):
         validation_alias=_ours("HTTP_MAX_RETRIES"),
         description="MLflow's HTTP retries while a run is open (MLflow's default is 7).",
     )
-    http_backoff_factor: float = Field(
-        1.0,
+    http_backoff_factor: int = Field(
+        1,
         ge=0,
         validation_alias=_ours("HTTP_BACKOFF_FACTOR"),
         description="MLflow's HTTP backoff factor while a run is open (MLflow's default is 2).",

@@ -9,6 +9,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
+from michelangelo_mlflow import _preflight
 from michelangelo_mlflow.testing import TrackingServer
 
 _ENV_PREFIXES = ("MLFLOW_", "MICHELANGELO_MLFLOW_", "MA_", "UF_", "DATABRICKS_")
@@ -16,9 +17,7 @@ _ENV_NAMES = ("TRACKING_URI", "KUBECONFIG", "KUBERNETES_SERVICE_HOST")
 
 
 @pytest.fixture(autouse=True)
-def clean_environment(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> Iterator[None]:
+def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
     """Each test starts with no MLflow/Michelangelo variables, in its own directory.
 
     MLflow's local default store (``sqlite:///mlflow.db``) then lands in ``tmp_path``,
@@ -29,6 +28,7 @@ def clean_environment(
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
     mlflow.set_tracking_uri(None)  # type: ignore[arg-type]
+    _preflight.reset()  # no cached preflight report or version warning leaks across tests
     yield
     while mlflow.active_run() is not None:
         mlflow.end_run()
@@ -47,3 +47,27 @@ def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrackingSe
     """A real MLflow 3 server with ``--app-name basic-auth``, shared by the session."""
     with TrackingServer(tmp_path_factory.mktemp("mlflow-auth"), basic_auth=True) as server:
         yield server
+
+
+# --- registration (tests/test_registry*.py) ---------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def logged_model(tracking_server: TrackingServer) -> mlflow.models.model.ModelInfo:
+    """One tiny sklearn model logged in a finished run on ``tracking_server``.
+
+    Returns the ``ModelInfo``; tests register it under names of their own.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    from michelangelo_mlflow._scope import mlflow_scope
+    from michelangelo_mlflow._settings import Settings
+
+    with mlflow_scope(Settings(tracking_uri=tracking_server.url)):
+        mlflow.set_experiment("registry-tests")
+        with mlflow.start_run():
+            mlflow.log_metric("auc", 0.91)
+            mlflow.log_metric("logloss", 0.3)
+            classifier = LogisticRegression().fit([[0.0], [1.0], [0.2], [0.9]], [0, 1, 0, 1])
+            info = mlflow.sklearn.log_model(classifier, name="model")
+    return info

@@ -1,0 +1,772 @@
+"""Check, in seconds, that the tracking server is usable before a run starts.
+
+:func:`preflight` runs, in order:
+
+1. **reachability**: ``GET /health`` (no credentials needed);
+2. **authentication**: one cheap authenticated REST call
+   (``POST /api/2.0/mlflow/experiments/search`` with ``max_results=1``);
+3. **version**: ``GET /version`` (plain text; needs credentials under basic auth) and
+   the compatibility verdict against the installed client.
+
+Every request has connect and read timeouts (``MICHELANGELO_MLFLOW_PREFLIGHT_TIMEOUT``)
+and is retried with jittered exponential backoff, bounded both in attempts
+(``..._PREFLIGHT_ATTEMPTS``) and in total seconds for the whole preflight
+(``..._PREFLIGHT_DEADLINE``), so a closed port, a host that never answers or a server
+that keeps answering 503 becomes a typed error in about five seconds, where MLflow's
+defaults take minutes.
+
+Local stores (``sqlite:``, ``file:``, a path) skip the network checks. ``databricks``
+URIs probe the workspace (``GET /.well-known/databricks-config``, no credentials) and
+authenticate with the workspace's Bearer token; Databricks does not report its MLflow
+version, so the verdict is ``not-applicable``.
+
+:func:`ensure_preflight`, called by ``tracking_run`` before each run, caches a passing
+report per process, tracking URI and credentials, raises the typed error of the first
+failed check, and applies ``MICHELANGELO_MLFLOW_VERSION_POLICY``.
+"""
+
+from __future__ import annotations
+
+import configparser
+import hashlib
+import hmac
+import logging
+import secrets
+import threading
+import time
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import requests
+import tenacity
+
+from michelangelo_mlflow._errors import (
+    FIX_CREDENTIALS,
+    FIX_PERMISSION,
+    FIX_TLS,
+    FIX_UNREACHABLE,
+)
+from michelangelo_mlflow._settings import Settings
+from michelangelo_mlflow._versions import (
+    Verdict,
+    client_version,
+    mismatch_message,
+    pin_for,
+    remember_server_version,
+    verdict,
+)
+from michelangelo_mlflow.exceptions import (
+    AuthenticationError,
+    ConfigurationError,
+    MichelangeloMlflowWarning,
+    PreflightError,
+    TrackingServerUnreachableError,
+    VersionMismatchError,
+)
+
+__all__ = ["CheckResult", "PreflightReport", "ensure_preflight", "preflight", "reset"]
+
+logger = logging.getLogger("michelangelo_mlflow.preflight")
+
+T = TypeVar("T")
+CheckName = Literal["reachability", "authentication", "version"]
+CheckStatus = Literal["passed", "failed", "warning", "skipped"]
+
+RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+"""HTTP statuses a preflight request retries (the same set MLflow retries)."""
+
+_MIN_ATTEMPT_SECONDS = 0.1
+_FIX_DATABRICKS_TOKEN = (
+    "set DATABRICKS_TOKEN to a valid personal access token for DATABRICKS_HOST at "
+    "pipeline submission time (ma pipeline dev-run ... --env DATABRICKS_TOKEN=<token>), "
+    "or fix the token of the profile in ~/.databrickscfg"
+)
+
+
+# --- value objects --------------------------------------------------------------------
+@dataclass(frozen=True)
+class CheckResult:
+    """The outcome of one preflight check.
+
+    Attributes:
+        name: ``reachability``, ``authentication`` or ``version``.
+        status: ``passed``, ``failed``, ``warning`` or ``skipped``.
+        seconds: How long the check took, retries included.
+        detail: What was observed, without credentials.
+        fix: What to do when the check did not pass, else ``None``.
+        error: The typed error a failed check raises (not part of equality or repr).
+    """
+
+    name: CheckName
+    status: CheckStatus
+    seconds: float
+    detail: str
+    fix: str | None = None
+    error: PreflightError | None = field(default=None, repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class PreflightReport:
+    """What the preflight found, as a frozen value object.
+
+    ``None`` means "not checked": local stores skip the network, and a check after a
+    failed one does not run.
+
+    Attributes:
+        tracking_uri: The tracking URI checked, without credentials.
+        reachable: Whether the server answered ``/health``.
+        authenticated: Whether an authenticated REST call succeeded.
+        server_version: The server's MLflow version, or ``None`` when unknown.
+        client_version: The installed MLflow client's version.
+        verdict: The compatibility verdict of the two.
+        checks: Every check, in the order run.
+
+    Example:
+        >>> settings = mm.Settings(tracking_uri="http://127.0.0.1:5000")
+        >>> report = mm.preflight(settings)  # doctest: +SKIP
+        >>> report.ok, report.verdict.value, report.latencies  # doctest: +SKIP
+        (True, 'compatible', {'reachability': 0.004, 'authentication': 0.01, 'version': 0.003})
+        >>> report.raise_for_failure()  # doctest: +SKIP
+    """
+
+    tracking_uri: str
+    reachable: bool | None
+    authenticated: bool | None
+    server_version: str | None
+    client_version: str
+    verdict: Verdict
+    checks: tuple[CheckResult, ...]
+
+    @property
+    def ok(self) -> bool:
+        """Whether no check failed (warnings and skipped checks are fine)."""
+        return not any(check.status == "failed" for check in self.checks)
+
+    @property
+    def latencies(self) -> dict[str, float]:
+        """Seconds per check that ran, by check name."""
+        return {c.name: c.seconds for c in self.checks if c.status != "skipped"}
+
+    @property
+    def fixes(self) -> dict[str, str]:
+        """The fix of every check that failed or warned, by check name."""
+        return {c.name: c.fix for c in self.checks if c.fix and c.status in {"failed", "warning"}}
+
+    @property
+    def failures(self) -> tuple[CheckResult, ...]:
+        """The checks that failed."""
+        return tuple(c for c in self.checks if c.status == "failed")
+
+    def raise_for_failure(self) -> PreflightReport:
+        """Raise the typed error of the first failed check; return the report otherwise.
+
+        Returns:
+            This report, when every check passed, warned or was skipped.
+
+        Raises:
+            TrackingServerUnreachableError: The server did not answer.
+            AuthenticationError: It rejected the credentials or needs some.
+            VersionMismatchError: Client and server are of different major versions.
+        """
+        for check in self.failures:
+            if check.error is not None:
+                raise check.error
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of the report (what ``doctor --json`` prints)."""
+        return {
+            "tracking_uri": self.tracking_uri,
+            "ok": self.ok,
+            "reachable": self.reachable,
+            "authenticated": self.authenticated,
+            "server_version": self.server_version,
+            "client_version": self.client_version,
+            "verdict": self.verdict.value,
+            "checks": [
+                {
+                    "name": c.name,
+                    "status": c.status,
+                    "seconds": round(c.seconds, 4),
+                    "detail": c.detail,
+                    "fix": c.fix,
+                }
+                for c in self.checks
+            ],
+        }
+
+    def __repr__(self) -> str:
+        return (
+            f"PreflightReport(tracking_uri={self.tracking_uri!r}, ok={self.ok}, "
+            f"reachable={self.reachable}, authenticated={self.authenticated}, "
+            f"server_version={self.server_version!r}, client_version={self.client_version!r}, "
+            f"verdict={self.verdict.value!r})"
+        )
+
+
+# --- the retry helper -------------------------------------------------------------------
+class _Budget:
+    """A monotonic deadline shared by every request of one preflight."""
+
+    def __init__(self, seconds: float) -> None:
+        self.deadline = time.monotonic() + seconds
+
+    def remaining(self) -> float:
+        return max(0.0, self.deadline - time.monotonic())
+
+
+class _OutOfBudget(tenacity.stop.stop_base):
+    """Stop when the next attempt would start with less than 0.1 s of the budget left."""
+
+    def __init__(self, budget: _Budget) -> None:
+        self.budget = budget
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> bool:
+        upcoming = retry_state.upcoming_sleep or 0.0
+        return self.budget.remaining() - upcoming < _MIN_ATTEMPT_SECONDS
+
+
+class _RetryableStatus(Exception):
+    """An HTTP answer worth retrying (503 …), raised so that tenacity retries it."""
+
+    def __init__(self, response: requests.Response) -> None:
+        self.response = response
+        super().__init__(f"HTTP {response.status_code} {response.reason or ''}".strip())
+
+
+def retry_call(
+    fn: Callable[[float], T],
+    *,
+    attempts: int,
+    budget: _Budget,
+    timeout: float,
+    on: tuple[type[BaseException], ...],
+    initial_wait: float = 0.1,
+    max_wait: float = 1.0,
+) -> T:
+    """Call ``fn(timeout)`` with jittered exponential backoff, bounded twice.
+
+    Stops after ``attempts`` calls, or when the next attempt would start with less than
+    0.1 s of ``budget`` left, whichever comes first; each call's timeout is clipped to
+    the budget left. The last exception is re-raised as is (never ``RetryError``).
+
+    Args:
+        fn: Called with the timeout, in seconds, its request must use.
+        attempts: Most calls to make.
+        budget: The deadline shared with the other checks.
+        timeout: The largest timeout of one call.
+        on: Exception types that are retried; others propagate at once.
+        initial_wait: Backoff before the second attempt, in seconds (then doubled).
+        max_wait: Largest backoff, in seconds.
+
+    Returns:
+        What ``fn`` returned.
+    """
+
+    def log_retry(state: tenacity.RetryCallState) -> None:
+        outcome = state.outcome.exception() if state.outcome else None
+        logger.debug(
+            "preflight attempt %d failed (%s), retrying in %.2f s",
+            state.attempt_number,
+            outcome,
+            state.upcoming_sleep,
+        )
+
+    retrying = tenacity.Retrying(
+        stop=tenacity.stop_after_attempt(attempts) | _OutOfBudget(budget),
+        wait=tenacity.wait_exponential(multiplier=initial_wait, max=max_wait)
+        + tenacity.wait_random(0, initial_wait),
+        retry=tenacity.retry_if_exception_type(on),
+        before_sleep=log_retry,
+        reraise=True,
+    )
+    for attempt in retrying:
+        with attempt:
+            return fn(max(min(timeout, budget.remaining()), _MIN_ATTEMPT_SECONDS))
+    raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
+
+
+# --- the checks -----------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Target:
+    """Where and how to send the preflight's requests."""
+
+    base_url: str
+    health_path: str
+    auth_headers: Mapping[str, str] = field(repr=False)
+    auth: tuple[str, str] | None = field(repr=False)
+    verify: bool | str
+    databricks: bool
+
+
+class _Prober:
+    def __init__(self, settings: Settings, target: _Target, budget: _Budget) -> None:
+        self.settings = settings
+        self.target = target
+        self.budget = budget
+        self.session = requests.Session()
+        self.session.headers["User-Agent"] = f"michelangelo-mlflow-preflight/{_our_version()}"
+        self.session.trust_env = True
+
+    def request(self, method: str, path: str, *, authenticated: bool) -> requests.Response:
+        url = self.target.base_url + path
+
+        def once(timeout: float) -> requests.Response:
+            response = self.session.request(
+                method,
+                url,
+                json={"max_results": 1} if method == "POST" else None,
+                headers=dict(self.target.auth_headers) if authenticated else None,
+                auth=self.target.auth if authenticated else None,
+                timeout=(timeout, timeout),
+                verify=self.target.verify,
+                allow_redirects=False,
+            )
+            if response.status_code in RETRY_STATUSES:
+                raise _RetryableStatus(response)
+            return response
+
+        return retry_call(
+            once,
+            attempts=self.settings.preflight_attempts,
+            budget=self.budget,
+            timeout=self.settings.preflight_timeout,
+            on=(_RetryableStatus, requests.ConnectionError, requests.Timeout),
+        )
+
+
+def _run_checks(settings: Settings) -> PreflightReport:
+    uri = settings.safe_tracking_uri
+    client = client_version()
+    if not settings.is_remote:
+        skipped = tuple(
+            CheckResult(name, "skipped", 0.0, f"local store {uri}: no server to check")
+            for name in ("reachability", "authentication", "version")
+        )
+        return PreflightReport(uri, None, None, None, client, Verdict.NOT_APPLICABLE, skipped)
+
+    target = _target(settings)
+    prober = _Prober(settings, target, _Budget(settings.preflight_deadline))
+    checks: list[CheckResult] = []
+    try:
+        reach = _check_reachability(prober, uri)
+        checks.append(reach)
+        if reach.status == "failed":
+            return _report(uri, client, checks, reachable=False)
+        auth = _check_authentication(prober, uri)
+        checks.append(auth)
+        if auth.status == "failed":
+            return _report(uri, client, checks, reachable=True, authenticated=False)
+        if target.databricks:
+            checks.append(
+                CheckResult(
+                    "version",
+                    "skipped",
+                    0.0,
+                    "Databricks manages the server's MLflow version and does not report it",
+                )
+            )
+            return _report(uri, client, checks, reachable=True, authenticated=True)
+        version_check, server = _check_version(prober, uri, client, settings)
+        checks.append(version_check)
+        return _report(
+            uri,
+            client,
+            checks,
+            reachable=True,
+            authenticated=True,
+            server=server,
+            result=verdict(client, server),
+        )
+    finally:
+        prober.session.close()
+
+
+def _report(
+    uri: str,
+    client: str,
+    checks: list[CheckResult],
+    *,
+    reachable: bool,
+    authenticated: bool | None = None,
+    server: str | None = None,
+    result: Verdict | None = None,
+) -> PreflightReport:
+    if result is None:
+        version_skipped = any(c.name == "version" and c.status == "skipped" for c in checks)
+        result = Verdict.NOT_APPLICABLE if version_skipped else Verdict.UNKNOWN
+    return PreflightReport(uri, reachable, authenticated, server, client, result, tuple(checks))
+
+
+def _check_reachability(prober: _Prober, uri: str) -> CheckResult:
+    path = prober.target.health_path
+    start = time.monotonic()
+    try:
+        response = prober.request("GET", path, authenticated=False)
+    except Exception as exc:  # every failure becomes a report entry
+        seconds = time.monotonic() - start
+        return _unreachable(exc, uri, path, seconds, prober.settings.preflight_attempts)
+    seconds = time.monotonic() - start
+    return CheckResult(
+        "reachability", "passed", seconds, f"GET {path} answered HTTP {response.status_code}"
+    )
+
+
+def _unreachable(
+    exc: BaseException, uri: str, path: str, seconds: float, attempts: int
+) -> CheckResult:
+    if isinstance(exc, requests.exceptions.SSLError):
+        reason, fix = "TLS certificate verification failed", FIX_TLS
+    elif isinstance(exc, _RetryableStatus):
+        reason, fix = f"it kept answering {exc}", FIX_UNREACHABLE
+    elif isinstance(exc, requests.ConnectTimeout):
+        reason, fix = "the connection timed out", FIX_UNREACHABLE
+    elif isinstance(exc, requests.ReadTimeout):
+        reason = "it accepted the connection but did not answer in time"
+        fix = FIX_UNREACHABLE
+    elif isinstance(exc, requests.ConnectionError):
+        reason, fix = _connection_reason(exc), FIX_UNREACHABLE
+    else:
+        reason, fix = f"{type(exc).__name__}: {_first_line(exc)}", FIX_UNREACHABLE
+    message = (
+        f"the MLflow tracking server at {uri} is unreachable: {reason} "
+        f"(GET {path}, gave up after {seconds:.1f} s, at most {attempts} attempts)"
+    )
+    error = TrackingServerUnreachableError(message, tracking_uri=uri, fix=fix)
+    error.__cause__ = exc
+    return CheckResult("reachability", "failed", seconds, message, fix, error)
+
+
+def _connection_reason(exc: requests.ConnectionError) -> str:
+    text = str(exc)
+    if "Connection refused" in text or "ConnectionRefused" in text:
+        return "connection refused (nothing listens on that port, or a firewall rejects it)"
+    if "NameResolution" in text or "Name or service not known" in text or "getaddrinfo" in text:
+        return "the host name does not resolve (check the URI and the pod's DNS egress)"
+    if "timed out" in text:
+        return "the connection timed out"
+    if "RemoteDisconnected" in text or "Connection aborted" in text:
+        return "the server closed the connection without answering"
+    return _first_line(exc)
+
+
+def _check_authentication(prober: _Prober, uri: str) -> CheckResult:
+    path = "/api/2.0/mlflow/experiments/search"
+    start = time.monotonic()
+    try:
+        response = prober.request("POST", path, authenticated=True)
+    except Exception as exc:  # every failure becomes a report entry
+        failed = _unreachable(
+            exc, uri, path, time.monotonic() - start, prober.settings.preflight_attempts
+        )
+        return CheckResult(
+            "authentication", "failed", failed.seconds, failed.detail, failed.fix, failed.error
+        )
+    seconds = time.monotonic() - start
+    status = response.status_code
+    method = prober.settings.credential_method
+    if 200 <= status < 300:
+        return CheckResult(
+            "authentication", "passed", seconds, f"POST {path} answered HTTP {status} ({method})"
+        )
+    if status == 401:
+        message, fix = _unauthenticated_message(uri, method)
+    elif status == 403:
+        message = (
+            f"the MLflow tracking server at {uri} denied the credentials ({method}) "
+            f"access to the tracking API (POST {path}: HTTP 403)"
+        )
+        fix = _FIX_DATABRICKS_TOKEN if method == "databricks" else FIX_PERMISSION
+    else:
+        message = (
+            f"{uri} answered HTTP {status} to POST {path}: it does not look like an MLflow "
+            "tracking server"
+        )
+        fix = (
+            "set MLFLOW_TRACKING_URI to the MLflow server's base URL (the one whose /health "
+            "and /api/2.0/mlflow/... paths answer)"
+        )
+        error: PreflightError = PreflightError(message, tracking_uri=uri, fix=fix)
+        return CheckResult("authentication", "failed", seconds, message, fix, error)
+    error = AuthenticationError(message, tracking_uri=uri, fix=fix)
+    return CheckResult("authentication", "failed", seconds, message, fix, error)
+
+
+def _unauthenticated_message(uri: str, method: str) -> tuple[str, str]:
+    if method == "none":
+        return (
+            f"the MLflow tracking server at {uri} requires credentials and none are set (HTTP 401)",
+            FIX_CREDENTIALS,
+        )
+    if method == "basic":
+        return (
+            f"the MLflow tracking server at {uri} rejected the basic-auth credentials "
+            "(MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD, or user:password@ in "
+            "the URI): HTTP 401",
+            "check the user name and password you pass at submission time: "
+            "ma pipeline dev-run ... --env MLFLOW_TRACKING_USERNAME=<user> "
+            "--env MLFLOW_TRACKING_PASSWORD=<password>",
+        )
+    if method == "token":
+        return (
+            f"the MLflow tracking server at {uri} rejected the bearer token "
+            "(MLFLOW_TRACKING_TOKEN): HTTP 401",
+            "set MLFLOW_TRACKING_TOKEN to a valid token at submission time "
+            "(ma pipeline dev-run ... --env MLFLOW_TRACKING_TOKEN=<token>), or use "
+            "MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD if the server uses basic auth",
+        )
+    return (
+        f"the Databricks workspace behind {uri} rejected the token (DATABRICKS_TOKEN): HTTP 401",
+        _FIX_DATABRICKS_TOKEN,
+    )
+
+
+def _check_version(
+    prober: _Prober, uri: str, client: str, settings: Settings
+) -> tuple[CheckResult, str | None]:
+    start = time.monotonic()
+    server: str | None = None
+    observed: str
+    try:
+        response = prober.request("GET", "/version", authenticated=True)
+    except Exception as exc:  # a missing version is "unknown", not fatal
+        observed = f"GET /version failed: {_first_line(exc)}"
+    else:
+        text = response.text.strip()
+        if response.status_code == 200 and _looks_like_version(text):
+            server = text
+            observed = f"server {server}, client {client}"
+        else:
+            observed = f"GET /version answered HTTP {response.status_code} without a version"
+    seconds = time.monotonic() - start
+    remember_server_version(uri, server)
+    result = verdict(client, server)
+    if result is Verdict.COMPATIBLE:
+        return CheckResult("version", "passed", seconds, f"{observed}: compatible"), server
+    message, fix = mismatch_message(uri, client, server, result)
+    if result is Verdict.INCOMPATIBLE:
+        error = VersionMismatchError(
+            message,
+            tracking_uri=uri,
+            client_version=client,
+            server_version=server,
+            pin=pin_for(server),
+            fix=fix,
+        )
+        return CheckResult("version", "failed", seconds, message, fix, error), server
+    detail = message if result is Verdict.CLIENT_NEWER else f"{observed}; {message}"
+    return CheckResult("version", "warning", seconds, detail, fix), server
+
+
+def _looks_like_version(text: str) -> bool:
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        Version(text)
+    except InvalidVersion:
+        return False
+    return len(text) < 64
+
+
+def _target(settings: Settings) -> _Target:
+    verify: bool | str = True
+    if settings.server_cert_path is not None:
+        verify = str(settings.server_cert_path)
+    if settings.insecure_tls:
+        verify = False
+    if settings.credential_method == "databricks":
+        host, token = _databricks_credentials(settings)
+        return _Target(
+            base_url=host.rstrip("/"),
+            health_path="/.well-known/databricks-config",
+            auth_headers={"Authorization": f"Bearer {token}"},
+            auth=None,
+            verify=True,
+            databricks=True,
+        )
+    headers: dict[str, str] = {}
+    auth: tuple[str, str] | None = None
+    if settings.credential_method == "basic":
+        assert settings.username is not None
+        assert settings.password is not None
+        auth = (settings.username.get_secret_value(), settings.password.get_secret_value())
+    elif settings.credential_method == "token":
+        assert settings.tracking_token is not None
+        headers["Authorization"] = f"Bearer {settings.tracking_token.get_secret_value()}"
+    return _Target(
+        base_url=settings.effective_tracking_uri.rstrip("/"),
+        health_path="/health",
+        auth_headers=headers,
+        auth=auth,
+        verify=verify,
+        databricks=False,
+    )
+
+
+def _databricks_credentials(settings: Settings) -> tuple[str, str]:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(settings.effective_tracking_uri)
+    profile = parts.netloc or parts.path.lstrip("/")
+    if not profile:
+        assert settings.databricks_host is not None
+        assert settings.databricks_token is not None
+        return settings.databricks_host, settings.databricks_token.get_secret_value()
+    path = Path.home() / ".databrickscfg"
+    parser = configparser.ConfigParser()
+    parser.read(path)
+    if not parser.has_section(profile) and profile != "DEFAULT":
+        raise ConfigurationError(
+            f"MLFLOW_TRACKING_URI=databricks://{profile} names a profile that is not in {path}",
+            variable="MLFLOW_TRACKING_URI",
+            fix=f"add a [{profile}] section with host and token to {path}, or use "
+            "MLFLOW_TRACKING_URI=databricks with DATABRICKS_HOST and DATABRICKS_TOKEN",
+        )
+    host = parser.get(profile, "host", fallback="")
+    token = parser.get(profile, "token", fallback="")
+    if not host or not token:
+        raise ConfigurationError(
+            f"the Databricks profile [{profile}] in {path} lacks {'host' if not host else 'token'}",
+            variable="MLFLOW_TRACKING_URI",
+            fix=f"set both host and token in the [{profile}] section of {path}",
+        )
+    return host, token
+
+
+# --- the cache and the public entry points ---------------------------------------------
+_cache: dict[tuple[str, str], PreflightReport] = {}
+_warned: set[tuple[str, str]] = set()
+_lock = threading.Lock()
+_cache_key_secret = secrets.token_bytes(32)
+
+
+def _cache_key(settings: Settings) -> tuple[str, str]:
+    # The credentials are part of the key (a fixed password must be re-checked), as a
+    # keyed digest that is useless outside this process.
+    digest = hmac.new(_cache_key_secret, digestmod=hashlib.sha256)
+    for value in (settings.credential_method, *settings.secret_values()):
+        digest.update(value.encode() + b"\0")
+    digest.update(str(settings.databricks_host).encode())
+    return settings.effective_tracking_uri, digest.hexdigest()
+
+
+def preflight(settings: Settings | None = None, *, force: bool = False) -> PreflightReport:
+    """Check the tracking server: reachability, credentials, version compatibility.
+
+    The checks run in order and stop at the first failure; the whole preflight is
+    bounded by ``settings.preflight_deadline`` seconds. A passing report is cached per
+    process, tracking URI and credentials; a failing one is not, so the next call
+    checks again. Failures are reported, not raised: call
+    :meth:`PreflightReport.raise_for_failure` to raise the typed error.
+
+    Args:
+        settings: The configuration to check; ``None`` reads the environment.
+        force: Run the checks even when a cached report exists.
+
+    Returns:
+        The report.
+
+    Raises:
+        ConfigurationError: The configuration itself is invalid (before any request).
+
+    Example:
+        >>> import michelangelo_mlflow as mm
+        >>> report = mm.preflight()  # doctest: +SKIP
+        >>> if not report.ok:  # doctest: +SKIP
+        ...     print(report.fixes)
+        >>> mm.preflight(force=True).raise_for_failure()  # doctest: +SKIP
+    """
+    settings = settings if settings is not None else Settings()
+    key = _cache_key(settings)
+    if not force:
+        with _lock:
+            cached = _cache.get(key)
+        if cached is not None:
+            return cached
+    report = _run_checks(settings)
+    logger.debug("preflight of %s: %r", report.tracking_uri, report)
+    if report.reachable is not False and report.authenticated is not False:
+        with _lock:
+            _cache[key] = report
+    return report
+
+
+def ensure_preflight(settings: Settings) -> None:
+    """Run the (cached) preflight before a run and raise or warn as configured.
+
+    Does nothing when ``settings.preflight`` is off. Otherwise raises the typed error
+    of an unreachable server or rejected credentials, and applies
+    ``settings.version_policy`` to the version verdict: ``strict`` raises
+    :class:`VersionMismatchError` for an incompatible or unknown server version,
+    ``warn`` warns once per process and server, ``off`` does neither.
+
+    Args:
+        settings: The run's configuration.
+
+    Raises:
+        TrackingServerUnreachableError: The server did not answer in time.
+        AuthenticationError: It rejected the credentials, or needs some.
+        VersionMismatchError: Under the ``strict`` policy, for a version skew.
+        PreflightError: It does not look like an MLflow tracking server.
+
+    Example:
+        >>> ensure_preflight(Settings(tracking_uri="sqlite:///mlflow.db"))  # doctest: +SKIP
+    """
+    if not settings.preflight:
+        return
+    report = preflight(settings)
+    for check in report.failures:
+        if check.name != "version" and check.error is not None:
+            raise check.error
+    policy = settings.version_policy
+    if policy == "off" or report.verdict in (Verdict.COMPATIBLE, Verdict.NOT_APPLICABLE):
+        return
+    message, fix = mismatch_message(
+        report.tracking_uri, report.client_version, report.server_version, report.verdict
+    )
+    if policy == "strict" and report.verdict in (Verdict.INCOMPATIBLE, Verdict.UNKNOWN):
+        raise VersionMismatchError(
+            message,
+            tracking_uri=report.tracking_uri,
+            client_version=report.client_version,
+            server_version=report.server_version,
+            pin=pin_for(report.server_version),
+            fix=fix,
+        )
+    key = (report.tracking_uri, report.server_version or "")
+    with _lock:
+        if key in _warned:
+            return
+        _warned.add(key)
+    warnings.warn(f"{message}; fix: {fix}", MichelangeloMlflowWarning, stacklevel=3)
+
+
+def reset() -> None:
+    """Forget cached reports and issued warnings (for tests and long-lived processes).
+
+    Example:
+        >>> reset()
+    """
+    from michelangelo_mlflow._versions import forget_server_versions
+
+    with _lock:
+        _cache.clear()
+        _warned.clear()
+    forget_server_versions()
+
+
+def _our_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("michelangelo-mlflow")
+    except PackageNotFoundError:  # pragma: no cover -- running from a source tree
+        return "0"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

@@ -1,0 +1,544 @@
+"""``register_model``: one idempotent call that registers in MLflow and in Michelangelo.
+
+Order of work, chosen so that a failure never leaves more than a retry can finish:
+
+1. Validate everything that can be validated without side effects: the Michelangelo
+   backend and its dependencies, namespace, names, kind, package type, labels,
+   quality metrics. Errors here are :class:`ConfigurationError` and nothing exists.
+2. MLflow: find the version this run and source already registered (tag
+   ``michelangelo_mlflow.source``, set atomically with the version) or create it;
+   wait until READY; set tags, description, aliases.
+3. Michelangelo: create ``<model>-<version>``, create-only; an existing object that
+   records the same MLflow version and run is accepted, anything else is a conflict.
+4. MLflow: tag the version with its Michelangelo counterpart.
+
+A failure in 3 or 4 raises :class:`PartialRegistrationError`; calling again with the
+same arguments finds the version from 2 and completes 3 and 4.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
+
+from michelangelo_mlflow._errors import translate
+from michelangelo_mlflow._registry import _backends, _model_object, _names
+from michelangelo_mlflow._scope import mlflow_scope
+from michelangelo_mlflow._settings import Settings
+from michelangelo_mlflow.exceptions import (
+    ConfigurationError,
+    MichelangeloMlflowError,
+    PartialRegistrationError,
+    RegistrationError,
+    TrackingError,
+)
+
+if TYPE_CHECKING:
+    from mlflow.entities.model_registry import ModelVersion
+    from mlflow.models.model import ModelInfo
+    from mlflow.tracking import MlflowClient
+
+__all__ = [
+    "SOURCE_TAG",
+    "MichelangeloModelRef",
+    "Registration",
+    "register_model",
+]
+
+SOURCE_TAG = "michelangelo_mlflow.source"
+"""MLflow version tag recording what was registered; the key of idempotent retries."""
+
+MICHELANGELO_TAGS = (
+    "michelangelo.namespace",
+    "michelangelo.name",
+    "michelangelo.revision_id",
+    "michelangelo.registry_uri",
+    "michelangelo.backend",
+)
+"""MLflow version tags that link a version to its Michelangelo Model."""
+
+
+@dataclass(frozen=True)
+class MichelangeloModelRef:
+    """A reference to the Michelangelo ``Model`` object of one MLflow version.
+
+    Attributes:
+        namespace: The Michelangelo project (Kubernetes namespace).
+        name: The object's name, ``<model>-<version>``.
+        revision_id: ``spec.revisionId``, the MLflow version number.
+        registry_uri: ``models:/<namespace>/<model>/<version>``.
+        backend: The backend that holds it: ``apiserver``, ``kubernetes`` or ``manifest``.
+
+    Example:
+        >>> ref = MichelangeloModelRef("ml-team", "fraud-detector-3", 3,
+        ...                            "models:/ml-team/fraud-detector/3", "apiserver")
+        >>> ref
+        MichelangeloModelRef(ml-team/fraud-detector-3, revision_id=3, backend='apiserver')
+    """
+
+    namespace: str
+    name: str
+    revision_id: int
+    registry_uri: str
+    backend: str
+
+    def __repr__(self) -> str:
+        return (
+            f"MichelangeloModelRef({self.namespace}/{self.name}, "
+            f"revision_id={self.revision_id}, backend={self.backend!r})"
+        )
+
+
+@dataclass(frozen=True)
+class Registration:
+    """The result of :func:`register_model`.
+
+    Attributes:
+        mlflow: The MLflow ``ModelVersion`` (``status`` is ``READY``).
+        michelangelo: The Michelangelo Model, or ``None`` when registration in
+            Michelangelo was off.
+
+    Example:
+        >>> reg = mm.register_model(info, "fraud-detector")  # doctest: +SKIP
+        >>> reg.mlflow.version, reg.michelangelo.name  # doctest: +SKIP
+        ('3', 'fraud-detector-3')
+    """
+
+    mlflow: ModelVersion
+    michelangelo: MichelangeloModelRef | None
+
+    def __repr__(self) -> str:
+        return (
+            f"Registration(mlflow={self.mlflow.name!r} version {self.mlflow.version}, "
+            f"michelangelo={self.michelangelo!r})"
+        )
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """The validated Michelangelo half of a registration, before anything exists."""
+
+    backend: _backends.Backend
+    namespace: str
+    model_name: str
+    kind: str | None
+    package_type: str | None
+    labels: Mapping[str, str]
+
+
+def register_model(
+    model: ModelInfo | str,
+    name: str,
+    *,
+    michelangelo: bool | None = None,
+    namespace: str | None = None,
+    michelangelo_name: str | None = None,
+    kind: str | None = None,
+    package_type: str | None = None,
+    deployable_artifact_uri: str | None = None,
+    algorithm: str | None = None,
+    training_framework: str | None = None,
+    owner: str | None = None,
+    description: str | None = None,
+    tags: Mapping[str, Any] | None = None,
+    aliases: Sequence[str] = (),
+    labels: Mapping[str, str] | None = None,
+    quality_metrics: Sequence[str] = (),
+    settings: Settings | None = None,
+) -> Registration:
+    """Register a model version in MLflow and its ``Model`` object in Michelangelo.
+
+    The MLflow version is created once per run and source: calling again with the
+    same model (a retried task, a re-run notebook cell) returns the existing version,
+    and completes a Michelangelo registration that failed before. A different source
+    creates the next version. The Michelangelo ``Model`` is named
+    ``<model>-<version>`` with ``spec.revisionId`` = the MLflow version, is created
+    and never overwritten, and links back to MLflow with annotations; the MLflow
+    version gets ``michelangelo.*`` tags naming it.
+
+    Registration waits until the MLflow version is READY, at most
+    ``MICHELANGELO_MLFLOW_REGISTER_TIMEOUT`` seconds (default 300).
+
+    Args:
+        model: A ``ModelInfo`` from ``mlflow.<flavor>.log_model``, a ``runs:/<run>/<path>``
+            or ``models:/…`` URI, or (inside an active run) an artifact path of that run.
+        name: The MLflow registered model name.
+        michelangelo: ``True`` requires a Michelangelo registration, ``False`` skips it,
+            ``None`` registers when a backend is configured (``MICHELANGELO_MLFLOW_REGISTRY``,
+            ``MA_API_SERVER``, in-cluster or a kubeconfig).
+        namespace: The Michelangelo project; default ``MA_NAMESPACE``.
+        michelangelo_name: The Michelangelo model name when ``name`` is not a DNS-1123
+            name; default ``name``.
+        kind: ``spec.kind``: ``binary_classification``, ``binary-classification`` or
+            ``MODEL_KIND_BINARY_CLASSIFICATION`` (and the other CRD kinds).
+        package_type: ``spec.packageType``: ``triton``, ``raw``, ``spark_pipeline``,
+            ``mobile`` or the full enum name.
+        deployable_artifact_uri: ``spec.deployableArtifactUri``, the packaged model.
+        algorithm: ``spec.algorithm``.
+        training_framework: ``spec.trainingFramework``.
+        owner: ``spec.owner.name``.
+        description: The MLflow version's description and ``spec.description``.
+        tags: MLflow model version tags.
+        aliases: MLflow aliases pointed at this version (``champion`` …).
+        labels: Extra Kubernetes labels on the Model (valid label keys and values).
+        quality_metrics: Names of the run's metrics to record as ``spec.qualityScores``;
+            the first is primary.
+        settings: The configuration; default the open tracked run's, else the
+            environment's.
+
+    Returns:
+        The MLflow version and the Michelangelo reference.
+
+    Raises:
+        ConfigurationError: An argument or setting is invalid; nothing was registered.
+        MissingDependencyError: The chosen backend's extra is not installed.
+        RegistrationError: The MLflow registration failed.
+        PartialRegistrationError: MLflow succeeded, Michelangelo did not; retry the call.
+
+    Example:
+        >>> info = mlflow.sklearn.log_model(clf, name="model")  # doctest: +SKIP
+        >>> reg = mm.register_model(info, "fraud-detector", namespace="ml-team",
+        ...                         kind="binary_classification")  # doctest: +SKIP
+        >>> reg.michelangelo.name  # doctest: +SKIP
+        'fraud-detector-1'
+    """
+    import mlflow
+
+    from michelangelo_mlflow._run import current_settings
+
+    settings = settings or current_settings() or Settings()
+    plan = _plan(
+        settings,
+        name,
+        michelangelo=michelangelo,
+        namespace=namespace,
+        michelangelo_name=michelangelo_name,
+        kind=kind,
+        package_type=package_type,
+        labels=labels,
+    )
+    scope = contextlib.nullcontext() if mlflow.active_run() is not None else mlflow_scope(settings)
+    try:
+        with scope:
+            tracking_uri = _safe_uri(mlflow.get_tracking_uri())
+            with _mlflow_errors(tracking_uri, name, "resolve the model"):
+                source_key, run_id = _resolve(model)
+                client = mlflow.MlflowClient()
+                scores = (
+                    _scores(client, run_id, quality_metrics)
+                    if run_id and quality_metrics and plan
+                    else None
+                )
+            version = _mlflow_version(
+                client,
+                name,
+                source_key,
+                run_id,
+                tracking_uri=tracking_uri,
+                timeout=settings.register_timeout,
+                tags=tags,
+                description=description,
+                aliases=aliases,
+            )
+            if plan is None:
+                return Registration(mlflow=version, michelangelo=None)
+            try:
+                with _mlflow_errors(tracking_uri, name, "read the version's run"):
+                    if scores is None and quality_metrics and version.run_id:
+                        scores = _scores(client, version.run_id, quality_metrics)
+                    artifact_uri = client.get_model_version_download_uri(name, version.version)
+                obj = _model_object.build_model_object(
+                    _model_object.ModelObjectSpec(
+                        namespace=plan.namespace,
+                        model_name=plan.model_name,
+                        mlflow_name=name,
+                        version=str(version.version),
+                        run_id=version.run_id or "",
+                        source=version.source or source_key,
+                        artifact_uri=artifact_uri,
+                        tracking_uri=tracking_uri,
+                        deployable_artifact_uri=deployable_artifact_uri,
+                        kind=plan.kind,
+                        package_type=plan.package_type,
+                        algorithm=algorithm,
+                        training_framework=training_framework,
+                        description=description,
+                        owner=owner,
+                        pipeline_run=settings.pipeline_run_name,
+                        quality_scores=scores or (),
+                        labels=plan.labels,
+                    )
+                )
+                _validate_if_possible(obj, name)
+                stored = plan.backend.publish(obj, model_name=name)
+                ref = MichelangeloModelRef(
+                    namespace=plan.namespace,
+                    name=str(stored["metadata"]["name"]),
+                    revision_id=int(version.version),
+                    registry_uri=_model_object.registry_uri(
+                        plan.namespace, plan.model_name, str(version.version)
+                    ),
+                    backend=plan.backend.name,
+                )
+                with _mlflow_errors(tracking_uri, name, "tag the version"):
+                    values = (
+                        ref.namespace,
+                        ref.name,
+                        str(ref.revision_id),
+                        ref.registry_uri,
+                        ref.backend,
+                    )
+                    for key, value in zip(MICHELANGELO_TAGS, values, strict=True):
+                        if version.tags.get(key) != value:
+                            client.set_model_version_tag(name, version.version, key, value)
+                    version = client.get_model_version(name, version.version)
+            except MichelangeloMlflowError as exc:
+                raise PartialRegistrationError(
+                    f"MLflow model {name!r} version {version.version} is registered on "
+                    f"{tracking_uri}, but its Michelangelo Model "
+                    f"{plan.namespace}/{plan.model_name}-{version.version} could not be "
+                    f"completed on {plan.backend.location}: {exc.message}",
+                    model_name=name,
+                    mlflow_version=str(version.version),
+                    fix=(exc.fix + "; " if exc.fix else "")
+                    + "then call register_model again with the same arguments: it reuses "
+                    "this MLflow version and completes the Michelangelo side",
+                ) from exc
+            return Registration(mlflow=version, michelangelo=ref)
+    finally:
+        if plan is not None:
+            plan.backend.close()
+
+
+def _plan(
+    settings: Settings,
+    name: str,
+    *,
+    michelangelo: bool | None,
+    namespace: str | None,
+    michelangelo_name: str | None,
+    kind: str | None,
+    package_type: str | None,
+    labels: Mapping[str, str] | None,
+) -> _Plan | None:
+    if not name or not name.strip():
+        raise ConfigurationError(
+            "the registered model name is empty",
+            variable="name",
+            fix='pass a name, such as register_model(info, "fraud-detector")',
+        )
+    if michelangelo is False:
+        return None
+    chosen = _backends.backend_name(settings)
+    if chosen == "off":
+        if michelangelo is None:
+            return None
+        if settings.registry == "off":
+            raise ConfigurationError(
+                "michelangelo=True asks for a Michelangelo Model, but "
+                "MICHELANGELO_MLFLOW_REGISTRY=off",
+                variable="MICHELANGELO_MLFLOW_REGISTRY",
+                fix="set MICHELANGELO_MLFLOW_REGISTRY to auto, apiserver, kubernetes or "
+                "manifest, or pass michelangelo=False",
+            )
+    namespace = namespace or settings.namespace
+    if not namespace:
+        raise ConfigurationError(
+            "the Michelangelo namespace (project) of the Model is not set",
+            variable="MA_NAMESPACE",
+            fix='pass namespace="<project>" or set MA_NAMESPACE (set in Michelangelo '
+            "task pods); or pass michelangelo=False to register in MLflow only",
+        )
+    _names.check_namespace(namespace)
+    model_name = michelangelo_name or name
+    _names.check_object_name(
+        model_name, argument="michelangelo_name" if michelangelo_name else "name"
+    )
+    for key, value in (labels or {}).items():
+        _names.check_label(key, value)
+    normalized_kind = _names.normalize_kind(kind) if kind else None
+    normalized_package = _names.normalize_package_type(package_type) if package_type else None
+    backend = _backends.open_backend(settings, chosen)
+    return _Plan(
+        backend=backend,
+        namespace=namespace,
+        model_name=model_name,
+        kind=normalized_kind,
+        package_type=normalized_package,
+        labels=dict(labels or {}),
+    )
+
+
+def _resolve(model: ModelInfo | str) -> tuple[str, str | None]:
+    """The source URI to register and its run id (``None`` when not known yet)."""
+    import mlflow
+
+    if not isinstance(model, str):
+        uri = getattr(model, "model_uri", None)
+        if not isinstance(uri, str):
+            raise ConfigurationError(
+                f"cannot register a {type(model).__name__}: expected a ModelInfo, a "
+                "runs:/ or models:/ URI, or an artifact path of the active run",
+                variable="model",
+                fix="pass the ModelInfo that mlflow.<flavor>.log_model returned",
+            )
+        return uri, getattr(model, "run_id", None) or None
+    value = model.strip()
+    if value.startswith("runs:/"):
+        parts = value[len("runs:/") :].strip("/").split("/", 1)
+        if len(parts) != 2 or not parts[0] or not parts[1]:
+            raise ConfigurationError(
+                f"{model!r} is not a runs:/<run_id>/<artifact_path> URI",
+                variable="model",
+                fix="use runs:/<run_id>/model, or pass the ModelInfo from log_model",
+            )
+        return f"runs:/{parts[0]}/{parts[1].rstrip('/')}", parts[0]
+    if urlsplit(value).scheme:
+        return value, None
+    active = mlflow.active_run()
+    if active is None:
+        raise ConfigurationError(
+            f"{model!r} looks like an artifact path, but no MLflow run is active",
+            variable="model",
+            fix="call register_model inside the tracked run that logged the model, or pass "
+            "runs:/<run_id>/" + value.strip("/") + " or the ModelInfo from log_model",
+        )
+    run_id = str(active.info.run_id)
+    return f"runs:/{run_id}/{value.strip('/')}", run_id
+
+
+def _mlflow_version(
+    client: MlflowClient,
+    name: str,
+    source_key: str,
+    run_id: str | None,
+    *,
+    tracking_uri: str,
+    timeout: float,
+    tags: Mapping[str, Any] | None,
+    description: str | None,
+    aliases: Sequence[str],
+) -> ModelVersion:
+    import mlflow
+
+    with _mlflow_errors(tracking_uri, name, f"register {source_key}"):
+        version = _find_existing(client, name, source_key, run_id)
+        if version is None:
+            version = mlflow.register_model(
+                source_key,
+                name,
+                await_registration_for=0,
+                tags={**{k: str(v) for k, v in (tags or {}).items()}, SOURCE_TAG: source_key},
+            )
+        else:
+            for key, value in (tags or {}).items():
+                if version.tags.get(key) != str(value):
+                    client.set_model_version_tag(name, version.version, key, str(value))
+        version = _wait_ready(client, version, timeout=timeout, tracking_uri=tracking_uri)
+        if description is not None and version.description != description:
+            client.update_model_version(name, version.version, description=description)
+        for alias in aliases:
+            client.set_registered_model_alias(name, alias, version.version)
+        return client.get_model_version(name, version.version)
+
+
+def _find_existing(
+    client: MlflowClient, name: str, source_key: str, run_id: str | None
+) -> ModelVersion | None:
+    from mlflow.exceptions import MlflowException
+
+    quoted = name.replace("\\", "\\\\").replace("'", "\\'")
+    try:
+        versions = client.search_model_versions(f"name = '{quoted}'")
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise
+    matches = [
+        v
+        for v in versions
+        if v.name == name
+        and v.tags.get(SOURCE_TAG) == source_key
+        and (run_id is None or not v.run_id or v.run_id == run_id)
+        and v.status != "FAILED_REGISTRATION"
+    ]
+    return min(matches, key=lambda v: int(v.version)) if matches else None
+
+
+def _wait_ready(
+    client: MlflowClient, version: ModelVersion, *, timeout: float, tracking_uri: str
+) -> ModelVersion:
+    deadline = time.monotonic() + timeout
+    delay = 0.1
+    while version.status != "READY":
+        if version.status == "FAILED_REGISTRATION":
+            raise RegistrationError(
+                f"MLflow failed to register {version.name!r} version {version.version} on "
+                f"{tracking_uri}: {version.status_message or 'no reason given'}",
+                model_name=version.name,
+                fix="check that the model's artifacts exist and are readable by the "
+                "tracking server, then retry (a new version is created)",
+            )
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise RegistrationError(
+                f"MLflow model {version.name!r} version {version.version} on {tracking_uri} "
+                f"is still {version.status} after {timeout:g} s",
+                model_name=version.name,
+                fix="raise MICHELANGELO_MLFLOW_REGISTER_TIMEOUT, then call register_model "
+                "again with the same arguments: it waits for this same version",
+            )
+        time.sleep(min(delay, remaining))
+        delay = min(delay * 2, 2.0)
+        version = client.get_model_version(version.name, version.version)
+    return version
+
+
+def _scores(
+    client: MlflowClient, run_id: str, metrics: Sequence[str]
+) -> tuple[tuple[str, float], ...]:
+    logged = client.get_run(run_id).data.metrics
+    missing = [metric for metric in metrics if metric not in logged]
+    if missing:
+        raise ConfigurationError(
+            f"quality_metrics names {', '.join(map(repr, missing))}, which run {run_id} "
+            "has not logged",
+            variable="quality_metrics",
+            fix=f"use metrics the run logged ({', '.join(sorted(logged)) or 'none'}), or log "
+            "them before registering",
+        )
+    return tuple((metric, float(logged[metric])) for metric in metrics)
+
+
+def _validate_if_possible(obj: Mapping[str, Any], name: str) -> None:
+    """Check the object against the official message when ``michelangelo`` is installed."""
+    try:
+        import michelangelo.gen.api.v2.model_pb2  # noqa: F401
+    except ImportError:
+        return
+    _model_object.to_proto(obj)
+
+
+@contextlib.contextmanager
+def _mlflow_errors(tracking_uri: str, name: str, what: str) -> Iterator[None]:
+    """Translate MLflow failures; a generic tracking failure becomes a RegistrationError."""
+    try:
+        with translate(tracking_uri):
+            yield
+    except TrackingError as exc:
+        raise RegistrationError(
+            f"could not {what} for MLflow model {name!r} on {tracking_uri}: {exc.message}",
+            model_name=name,
+            fix=exc.fix
+            or "check the model URI and that the run exists on this tracking server, then retry",
+        ) from exc
+
+
+def _safe_uri(uri: str) -> str:
+    parts = urlsplit(uri)
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return urlunsplit(parts._replace(netloc=host, query="", fragment=""))
