@@ -11,7 +11,7 @@ from __future__ import annotations
 from importlib.metadata import version as _version
 
 from michelangelo_mlflow import exceptions
-from michelangelo_mlflow._run import TrackingRun, tracked, tracking_run
+from michelangelo_mlflow._run import TrackingRun, next_step, tracked, tracking_run
 from michelangelo_mlflow._settings import Settings, SettingSource
 
 __version__ = _version("michelangelo-mlflow")
@@ -22,6 +22,7 @@ __all__ = [
     "TrackingRun",
     "__version__",
     "exceptions",
+    "next_step",
     "tracked",
     "tracking_run",
 ]

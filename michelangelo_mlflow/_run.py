@@ -21,18 +21,26 @@ from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
-from michelangelo_mlflow import _params, _provenance
+from michelangelo_mlflow import _params, _pipeline, _provenance
 from michelangelo_mlflow._errors import from_foreign, translate
 from michelangelo_mlflow._preflight import ensure_preflight
 from michelangelo_mlflow._scope import mlflow_scope
 from michelangelo_mlflow._settings import Settings
+from michelangelo_mlflow._signals import Terminated, on_sigterm
 from michelangelo_mlflow.exceptions import ConfigurationError, TrackingError
 
 if TYPE_CHECKING:
     from mlflow import ActiveRun
     from mlflow.tracking import MlflowClient
 
-__all__ = ["RunLogger", "TrackingRun", "current_settings", "tracked", "tracking_run"]
+__all__ = [
+    "RunLogger",
+    "TrackingRun",
+    "current_settings",
+    "next_step",
+    "tracked",
+    "tracking_run",
+]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -137,6 +145,7 @@ class TrackingRun:
         nested: bool,
         run_id: str | None,
         settings: Settings | None,
+        key: str | None = None,
         task: str | None = None,
     ) -> None:
         self.experiment = experiment
@@ -147,6 +156,8 @@ class TrackingRun:
         self.nested = nested
         self.run_id = run_id
         self.task = task
+        self.key = key
+        self.parent_run_id: str | None = None
         self.settings = settings or current_settings() or Settings()
         self.state = RunState.NEW
         self.active_run: ActiveRun | None = None
@@ -168,6 +179,7 @@ class TrackingRun:
             with translate(uri, run_id=self.run_id):
                 self.active_run = self._start()
             self._token = _current.set(self)
+            self._stack.enter_context(on_sigterm(self._close))
             self.logger = RunLogger(
                 self._client(), self.active_run.info.run_id, self.settings.secret_values()
             )
@@ -214,22 +226,40 @@ class TrackingRun:
                 "(mlflow.end_run())",
             )
         tags = {**self.tags, **_provenance.provenance_tags(self.settings, task=self.task)}
-        tags = _params.prepare(tags, kind="tag", secrets=self.settings.secret_values())
         if self.run_id is not None:
             return mlflow.start_run(
                 run_id=self.run_id,
                 run_name=self.run_name,
                 nested=self.nested,
-                tags=tags,
+                tags=self._prepared(tags),
                 description=self.description,
             )
+        experiment_id = self._experiment_id()
+        key = _pipeline.task_key(self.settings, task=self.key or self.task, run_name=self.run_name)
+        if key is not None:
+            attempt = _pipeline.find_attempt(self._client(), experiment_id, key, self.settings)
+            tags.update(attempt.tags())
+            if attempt.resume and attempt.previous is not None:
+                return mlflow.start_run(
+                    run_id=attempt.previous.info.run_id,
+                    nested=self.nested,
+                    tags=self._prepared(tags),
+                )
+        if self.settings.pipeline_run == "nested" and active is None and key is not None:
+            self.parent_run_id = _pipeline.pipeline_parent(
+                self._client(), experiment_id, self.settings
+            )
+            tags["mlflow.parentRunId"] = self.parent_run_id
         return mlflow.start_run(
-            experiment_id=self._experiment_id(),
+            experiment_id=experiment_id,
             run_name=self.run_name,
             nested=self.nested,
-            tags=tags,
+            tags=self._prepared(tags),
             description=self.description,
         )
+
+    def _prepared(self, tags: dict[str, Any]) -> dict[str, str]:
+        return _params.prepare(tags, kind="tag", secrets=self.settings.secret_values())
 
     def _experiment_id(self) -> str:
         from mlflow.exceptions import MlflowException
@@ -287,6 +317,8 @@ class TrackingRun:
                     mlflow.end_run(status)  # also ends runs the body left open inside ours
                 if not ended_ours:  # the body ended our run itself; record what happened
                     self._client().set_terminated(run_id, status)
+                if self.parent_run_id is not None and status != "FINISHED":
+                    _pipeline.mark_parent_failed(self._client(), self.parent_run_id)
         except TrackingError:
             if exc is None:
                 raise
@@ -302,7 +334,7 @@ class TrackingRun:
 def _status_for(exc: BaseException | None) -> str:
     if exc is None:
         return "FINISHED"
-    if isinstance(exc, KeyboardInterrupt):
+    if isinstance(exc, KeyboardInterrupt | Terminated):
         return "KILLED"
     if isinstance(exc, SystemExit) and exc.code in (None, 0):
         return "FINISHED"
@@ -324,6 +356,7 @@ def tracking_run(
     nested: bool = False,
     run_id: str | None = None,
     settings: Settings | None = None,
+    key: str | None = None,
 ) -> TrackingRun:
     """Open an MLflow run on the configured tracking server, and end it correctly.
 
@@ -347,6 +380,9 @@ def tracking_run(
             ``MLFLOW_RUN_ID`` is never resumed silently: pass it here to resume it.
         settings: Configuration; default: the enclosing tracked run's, else read
             from the environment.
+        key: Identity of this run within a pipeline run, for retries (default: the
+            run name). A retried task's run with the same key is attempt N+1, or,
+            with ``MICHELANGELO_MLFLOW_ON_RETRY=resume``, reopens the unfinished one.
 
     Returns:
         A context manager yielding MLflow's ``ActiveRun``.
@@ -370,6 +406,7 @@ def tracking_run(
         nested=nested,
         run_id=run_id,
         settings=settings,
+        key=key,
     )
 
 
@@ -389,6 +426,7 @@ def tracked(
     run_id: str | None = None,
     settings: Settings | None = None,
     log_params: str | Iterable[str] | None = None,
+    key: str | None = None,
 ) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
 
 
@@ -403,6 +441,7 @@ def tracked(
     run_id: str | None = None,
     settings: Settings | None = None,
     log_params: str | Iterable[str] | None = None,
+    key: str | None = None,
 ) -> Callable[P, R] | Callable[[Callable[P, R]], Callable[P, R]]:
     """Run every call of the decorated function in its own :func:`tracking_run`.
 
@@ -425,6 +464,8 @@ def tracked(
             logged as params on each call. A scalar is logged under its parameter
             name; a mapping, dataclass or pydantic model is flattened into its own
             (dotted) keys, like ``mlflow.log_params(config)``.
+        key: Identity of the task within a pipeline run, for retries; default: the
+            function's dotted path (see :func:`tracking_run`).
 
     Returns:
         The wrapped function, or a decorator when called with arguments.
@@ -479,6 +520,7 @@ def tracked(
                 nested=nested,
                 run_id=run_id,
                 settings=settings,
+                key=key,
                 task=task,
             )
             return run
@@ -537,3 +579,41 @@ def _uniflow_task(fn: Any) -> Any:
     if task_class is not None and isinstance(fn, task_class):
         return fn
     return None
+
+
+def next_step(metric: str | None = None) -> int:
+    """The step after the last one logged in the active run: where a resumed loop goes on.
+
+    With ``MICHELANGELO_MLFLOW_ON_RETRY=resume`` a retried task reopens its unfinished
+    run; start the training loop at ``next_step()`` so its metric history continues
+    instead of overwriting earlier steps. In a new run it is 0.
+
+    Args:
+        metric: Only consider this metric; default: every metric of the run.
+
+    Returns:
+        One more than the largest step logged, or 0.
+
+    Raises:
+        ConfigurationError: When no MLflow run is active.
+
+    Example:
+        >>> with tracking_run("train") as run:  # doctest: +SKIP
+        ...     for epoch in range(next_step("loss"), 10):
+        ...         mlflow.log_metric("loss", 1 / (epoch + 1), step=epoch)
+    """
+    import mlflow
+
+    active = mlflow.active_run()
+    if active is None:
+        raise ConfigurationError(
+            "next_step() needs an active MLflow run",
+            variable="metric",
+            fix="call it inside `with tracking_run(...)` or a @tracked function",
+        )
+    settings = current_settings() or Settings()
+    with translate(settings.safe_tracking_uri, run_id=active.info.run_id):
+        client = mlflow.MlflowClient()
+        keys = [metric] if metric else list(client.get_run(active.info.run_id).data.metrics)
+        steps = [m.step for k in keys for m in client.get_metric_history(active.info.run_id, k)]
+    return max(steps) + 1 if steps else 0

@@ -290,6 +290,13 @@ class Settings(BaseSettings):
         description="nested: one parent run per pipeline run, task runs nested under it.",
     )
 
+    worker_context: str | None = Field(
+        None,
+        validation_alias=_ours("WORKER_CONTEXT"),
+        description="Set by michelangelo_mlflow.ray in Ray workers' runtime env: the "
+        "driver's run to attach to (JSON; no secrets). Not set by hand.",
+    )
+
     _explicit: frozenset[str] = PrivateAttr(default_factory=frozenset)
 
     def __init__(self, **values: Any) -> None:
@@ -335,12 +342,15 @@ class Settings(BaseSettings):
     def safe_tracking_uri(self) -> str:
         """The tracking URI as it may be shown anywhere: no credentials, no query."""
         parts = urlsplit(self.effective_tracking_uri)
+        if not parts.query and not parts.fragment:
+            return self.effective_tracking_uri  # urlunsplit would turn sqlite:/// into sqlite:/
         return urlunsplit(parts._replace(query="", fragment=""))
 
     @property
     def scheme(self) -> str:
         """The tracking URI's scheme: ``http``, ``https``, ``databricks``, ``sqlite`` …."""
-        return urlsplit(self.effective_tracking_uri).scheme
+        uri = self.effective_tracking_uri
+        return "databricks" if uri == "databricks" else urlsplit(uri).scheme
 
     @property
     def is_remote(self) -> bool:
@@ -535,7 +545,7 @@ def _check_credentials(s: Settings) -> None:
             variable="MLFLOW_TRACKING_TOKEN",
             fix="set exactly one method: unset MLFLOW_TRACKING_TOKEN or the basic-auth pair",
         )
-    if s.tracking_uri is not None and urlsplit(s.tracking_uri).scheme == "databricks":
+    if s.tracking_uri is not None and s.scheme == "databricks":
         _check_databricks(s)
         return
     if s.credential_method in {"basic", "token"} and s.tracking_uri is not None:
@@ -566,7 +576,7 @@ def _check_credentials(s: Settings) -> None:
 def _check_databricks(s: Settings) -> None:
     assert s.tracking_uri is not None
     parts = urlsplit(s.tracking_uri)
-    profile = parts.netloc or parts.path.lstrip("/")
+    profile = parts.netloc  # bare "databricks" has no netloc (and its path is "databricks")
     if profile:
         return  # databricks://PROFILE: the profile in ~/.databrickscfg holds host and token
     missing = [
