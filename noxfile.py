@@ -47,6 +47,8 @@ def docs(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Run the benchmarks in benchmarks/ and print their tables."""
     session.install("-e", ".[michelangelo,kubernetes,ray]", *DEV)
-    scripts = session.posargs or sorted(str(p) for p in __import__("pathlib").Path("benchmarks").glob("*.py"))
+    scripts = session.posargs or sorted(
+        str(p) for p in __import__("pathlib").Path("benchmarks").glob("*.py")
+    )
     for script in scripts:
         session.run("python", script)

@@ -11,18 +11,22 @@ from __future__ import annotations
 from importlib.metadata import version as _version
 
 from michelangelo_mlflow import exceptions
+from michelangelo_mlflow._registry import MichelangeloModelRef, Registration, register_model
 from michelangelo_mlflow._run import TrackingRun, next_step, tracked, tracking_run
 from michelangelo_mlflow._settings import Settings, SettingSource
 
 __version__ = _version("michelangelo-mlflow")
 
 __all__ = [
+    "MichelangeloModelRef",
+    "Registration",
     "SettingSource",
     "Settings",
     "TrackingRun",
     "__version__",
     "exceptions",
     "next_step",
+    "register_model",
     "tracked",
     "tracking_run",
 ]

@@ -102,9 +102,7 @@ def task_key(settings: Settings, *, task: str | None, run_name: str | None) -> s
     return _digest(settings.namespace or "", settings.pipeline_run_name, task or "", run_name or "")
 
 
-def find_attempt(
-    client: MlflowClient, experiment_id: str, key: str, settings: Settings
-) -> Attempt:
+def find_attempt(client: MlflowClient, experiment_id: str, key: str, settings: Settings) -> Attempt:
     """Look up the earlier attempts of the task with ``key``.
 
     Args:
@@ -147,7 +145,7 @@ def pipeline_parent(client: MlflowClient, experiment_id: str, settings: Settings
     key = _digest("pipeline", settings.namespace or "", settings.pipeline_run_name)
     existing = _candidates(client, experiment_id, key)
     if existing:
-        return _winner(existing).info.run_id
+        return str(_winner(existing).info.run_id)
     tags = {
         PIPELINE_KEY: key,
         ROLE: "pipeline",
@@ -162,7 +160,7 @@ def pipeline_parent(client: MlflowClient, experiment_id: str, settings: Settings
     winner = _winner(_candidates(client, experiment_id, key) or [mine])
     if winner.info.run_id != mine.info.run_id:
         client.delete_run(mine.info.run_id)
-    return winner.info.run_id
+    return str(winner.info.run_id)
 
 
 def mark_parent_failed(client: MlflowClient, parent_run_id: str) -> None:

@@ -31,6 +31,7 @@ from michelangelo_mlflow.exceptions import ConfigurationError, TrackingError
 
 if TYPE_CHECKING:
     from mlflow import ActiveRun
+    from mlflow.entities import Experiment
     from mlflow.tracking import MlflowClient
 
 __all__ = [
@@ -266,6 +267,7 @@ class TrackingRun:
 
         client = self._client()
         name = self.experiment or self.settings.experiment_name
+        experiment: Experiment | None
         if name is None and self.settings.experiment_id is not None:
             experiment = client.get_experiment(self.settings.experiment_id)
         else:
@@ -394,7 +396,7 @@ def tracking_run(
         TrackingError: An MLflow call failed.
 
     Example:
-        >>> with tracking_run(experiment="fraud-detection", run_name="eda") as run:  # doctest: +SKIP
+        >>> with tracking_run("fraud-detection", run_name="eda") as run:  # doctest: +SKIP
         ...     mlflow.log_metric("rows", 1_000)
     """
     return TrackingRun(
@@ -511,7 +513,7 @@ def tracked(
         task = _provenance.dotted_path(original)
 
         def run_for(args: tuple[Any, ...], kwargs: dict[str, Any]) -> TrackingRun:
-            run = TrackingRun(
+            return TrackingRun(
                 experiment,
                 run_name or original.__name__,
                 tags=tags,
@@ -523,7 +525,6 @@ def tracked(
                 key=key,
                 task=task,
             )
-            return run
 
         if inspect.iscoroutinefunction(original):
 
@@ -567,10 +568,6 @@ def _called_params(
             )
         logged.update(flat)
     return logged
-
-
-def _params_is_nested(value: Any) -> bool:
-    return _params._is_nested(value)
 
 
 def _uniflow_task(fn: Any) -> Any:

@@ -17,6 +17,8 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from pydantic import SecretStr
+
 from michelangelo_mlflow._settings import Settings
 
 __all__ = ["mlflow_environment", "mlflow_scope"]
@@ -32,8 +34,8 @@ def mlflow_environment(settings: Settings) -> dict[str, str | None]:
         Variable name to value; secrets included, so never log the result.
     """
 
-    def secret(value: object) -> str | None:
-        return value.get_secret_value() if value is not None else None  # type: ignore[attr-defined, no-any-return]
+    def secret(value: SecretStr | None) -> str | None:
+        return value.get_secret_value() if value is not None else None
 
     basic = settings.credential_method == "basic"
     return {
@@ -71,15 +73,15 @@ def mlflow_scope(settings: Settings) -> Iterator[None]:
     environment = mlflow_environment(settings)
     saved_env = {name: os.environ.get(name) for name in environment}
     saved_tracking_uri = tracking_utils._tracking_uri
-    saved_registry_uri = registry_utils._registry_uri
+    saved_registry_uri: str | None = registry_utils._registry_uri
     try:
         _apply(environment)
         _set_tracking_uri(environment["MLFLOW_TRACKING_URI"])
-        registry_utils._registry_uri = settings.registry_uri
+        vars(registry_utils)["_registry_uri"] = settings.registry_uri  # a module global
         yield
     finally:
         _set_tracking_uri(saved_tracking_uri)
-        registry_utils._registry_uri = saved_registry_uri
+        vars(registry_utils)["_registry_uri"] = saved_registry_uri
         _apply(saved_env)
 
 

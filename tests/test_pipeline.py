@@ -122,7 +122,9 @@ def test_explicit_key_and_run_name_identify_the_task(client: MlflowClient) -> No
     assert [t[ATTEMPT] for t in tags] == ["1", "2", "1"]
 
 
-def test_no_task_key_outside_a_pipeline(tracking_server: TrackingServer, client: MlflowClient) -> None:
+def test_no_task_key_outside_a_pipeline(
+    tracking_server: TrackingServer, client: MlflowClient
+) -> None:
     settings = mm.Settings(tracking_uri=tracking_server.url)
     with mm.tracking_run("pipelines", run_name="notebook", settings=settings) as run:
         pass
@@ -194,7 +196,9 @@ def test_concurrent_starters_converge_on_one_parent(
         assert live_parents[0].info.status == "FINISHED"
 
 
-def start_sleeper(mode: str, server: TrackingServer, barrier: Path) -> tuple[subprocess.Popen[str], str]:
+def start_sleeper(
+    mode: str, server: TrackingServer, barrier: Path
+) -> tuple[subprocess.Popen[str], str]:
     env = {**os.environ, "MLFLOW_TRACKING_URI": server.url}
     process = subprocess.Popen(
         [sys.executable, "-m", "tests.helpers.pipeline_task", mode, str(barrier)],

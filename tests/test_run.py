@@ -372,7 +372,7 @@ def test_too_long_key_is_an_error_before_any_call(settings: mm.Settings) -> None
 def test_deleted_experiment_is_a_clear_error(settings: mm.Settings, client: MlflowClient) -> None:
     experiment_id = client.create_experiment("to-delete")
     client.delete_experiment(experiment_id)
-    with pytest.raises(ConfigurationError, match="'to-delete'.*is deleted"):
+    with pytest.raises(ConfigurationError, match=r"'to-delete'.*is deleted"):
         with mm.tracking_run("to-delete", settings=settings):
             pass
 
@@ -446,7 +446,7 @@ def test_tracked_logs_named_parameters(settings: mm.Settings, client: MlflowClie
 
 
 def test_tracked_rejects_unknown_log_params_at_decoration() -> None:
-    with pytest.raises(ConfigurationError, match="'cfg'.*does not have") as info:
+    with pytest.raises(ConfigurationError, match=r"'cfg'.*does not have") as info:
         mm.tracked(log_params="cfg")(train_model)
     assert "train_data, config, seed" in str(info.value)
 

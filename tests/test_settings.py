@@ -12,12 +12,14 @@ from michelangelo_mlflow import Settings
 from michelangelo_mlflow._settings import DEFAULT_EXPERIMENT, PREFIX, all_variables
 from michelangelo_mlflow.exceptions import ConfigurationError
 
+BOTH = {"MLFLOW_TRACKING_URI": "http://mlflow:2", "TRACKING_URI": "http://cm:3"}
+
 
 @pytest.mark.parametrize(
     ("argument", "env", "expected", "source"),
     [
-        ("http://arg:1", {"MLFLOW_TRACKING_URI": "http://mlflow:2", "TRACKING_URI": "http://cm:3"}, "http://arg:1", "argument"),
-        (None, {"MLFLOW_TRACKING_URI": "http://mlflow:2", "TRACKING_URI": "http://cm:3"}, "http://mlflow:2", "MLFLOW_TRACKING_URI"),
+        ("http://arg:1", BOTH, "http://arg:1", "argument"),
+        (None, BOTH, "http://mlflow:2", "MLFLOW_TRACKING_URI"),
         (None, {"TRACKING_URI": "http://cm:3"}, "http://cm:3", "TRACKING_URI"),
         (None, {}, None, "default"),
     ],
@@ -84,7 +86,8 @@ def test_michelangelo_context(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("UF_LOCAL_RUN", "1")
     settings = Settings()
     assert (settings.namespace, settings.pipeline_run_name) == ("ml-team", "train-fraud-abc12")
-    assert settings.local_run and not settings.remote_run
+    assert settings.local_run
+    assert not settings.remote_run
 
 
 def test_every_knob_reads_its_prefixed_variable(monkeypatch: pytest.MonkeyPatch) -> None:

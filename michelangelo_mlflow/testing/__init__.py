@@ -1,6 +1,8 @@
 """Test helpers for users of michelangelo-mlflow (and for this SDK's own tests).
 
 - :class:`TrackingServer`: a real ``mlflow server`` subprocess on loopback.
+- :class:`ModelApiServer`: an in-process Michelangelo Model API (gRPC ``ModelService``
+  from the official stubs) with the real server's semantics.
 
 Example:
     >>> from michelangelo_mlflow.testing import TrackingServer
@@ -11,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+from michelangelo_mlflow.testing._model_api import ModelApiCall, ModelApiServer
 from michelangelo_mlflow.testing._tracking_server import TrackingServer
 
-__all__ = ["TrackingServer"]
+__all__ = ["ModelApiCall", "ModelApiServer", "TrackingServer"]
