@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import nox
 
 nox.options.default_venv_backend = "uv"
@@ -11,6 +13,13 @@ nox.options.error_on_missing_interpreters = True
 PYPROJECT = nox.project.load_toml("pyproject.toml")
 DEV = nox.project.dependency_groups(PYPROJECT, "dev")
 PYTHON = "3.11"
+
+
+def dev(*names: str) -> list[str]:
+    """The dev group's pinned requirements for these package names."""
+    wanted = [r for r in DEV if r.split("=")[0].split(">")[0].split("[")[0] in names]
+    assert len(wanted) == len(names), f"not in the dev group: {names}"
+    return wanted
 
 
 @nox.session(python=PYTHON)
@@ -24,7 +33,7 @@ def tests(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
     """ruff check and ruff format --check."""
-    session.install("ruff")
+    session.install(*dev("ruff"))
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
 
@@ -32,23 +41,22 @@ def lint(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def typecheck(session: nox.Session) -> None:
     """mypy --strict on the package and on tests/typing (the public API as users call it)."""
-    session.install("-e", ".[michelangelo,kubernetes]", "mypy", "types-pyyaml", "types-requests")
+    session.install("-e", ".[michelangelo,kubernetes,ray]", *DEV)
     session.run("mypy")
 
 
 @nox.session(python=PYTHON)
 def docs(session: nox.Session) -> None:
     """Build the documentation site with mkdocs --strict."""
-    session.install("-e", ".", "mkdocs-material", "mkdocstrings-python")
-    session.run("mkdocs", "build", "--strict", "--site-dir", str(session.create_tmp() + "/site"))
+    session.install("-e", ".", *dev("mkdocs-material", "mkdocstrings-python"))
+    site = f"{session.create_tmp()}/site"
+    session.run("mkdocs", "build", "--strict", "--site-dir", site, env={"NO_MKDOCS_2_WARNING": "1"})
 
 
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
     """Run the benchmarks in benchmarks/ and print their tables."""
     session.install("-e", ".[michelangelo,kubernetes,ray]", *DEV)
-    scripts = session.posargs or sorted(
-        str(p) for p in __import__("pathlib").Path("benchmarks").glob("*.py")
-    )
+    scripts = session.posargs or sorted(str(p) for p in Path("benchmarks").glob("*.py"))
     for script in scripts:
         session.run("python", script)

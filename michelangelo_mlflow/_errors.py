@@ -41,8 +41,11 @@ __all__ = [
     "FIX_PERMISSION",
     "FIX_TLS",
     "FIX_UNREACHABLE",
+    "GRPC_ERRORS",
     "REQUIREMENTS",
     "from_foreign",
+    "from_grpc",
+    "from_kubernetes",
     "translate",
 ]
 
@@ -405,8 +408,7 @@ GRPC_ERRORS: Mapping[str, tuple[str, str]] = {
     ),
     "NOT_FOUND": (
         "the project (namespace) does not exist on the server",
-        "pass namespace= an existing Michelangelo project (`ma project get`), or set "
-        "MA_NAMESPACE",
+        "pass namespace= an existing Michelangelo project (`ma project get`), or set MA_NAMESPACE",
     ),
     "ALREADY_EXISTS": (
         "the Model already exists",
@@ -414,8 +416,7 @@ GRPC_ERRORS: Mapping[str, tuple[str, str]] = {
     ),
     "PERMISSION_DENIED": (
         "the caller is not allowed to do this",
-        "ask the Michelangelo admin to grant this caller create and get on models in "
-        "the project",
+        "ask the Michelangelo admin to grant this caller create and get on models in the project",
     ),
     "RESOURCE_EXHAUSTED": (
         "the server is rate limiting or out of quota",

@@ -13,10 +13,20 @@ earlier runs with the same key:
 
 With ``MICHELANGELO_MLFLOW_PIPELINE_RUN=nested`` every task run is nested under one
 parent run per pipeline run. Task pods start concurrently and MLflow has no
-transactions, so the parent is elected: each starter that finds no parent creates a
-candidate, waits a settle window, and then every starter picks the same winner, the
-candidate with the smallest ``(start_time, run_id)``; losers delete their candidate.
-A starter that arrives later finds the winner directly.
+transactions, so the parent is elected by a deterministic rule, and the losers
+converge on the winner:
+
+- the winner is the candidate with the smallest ``(start_time, run_id)``; a starter
+  that finds candidates nests under the winner it sees;
+- a starter that finds none creates a candidate, waits a settle window, and then
+  *reconciles*: it deletes every candidate but the winner it sees and re-parents the
+  task runs nested under them onto the winner;
+- every task reconciles again when its run ends.
+
+The global winner is never deleted (it is the smallest in every view that contains
+it), and each reconcile happens after the reconciling task's own candidate was
+stored, so the last task to end sees every candidate: in the end exactly one parent
+is left and every task run is nested under it, however slow the server was.
 """
 
 from __future__ import annotations
@@ -42,6 +52,7 @@ __all__ = [
     "Attempt",
     "find_attempt",
     "pipeline_parent",
+    "reconcile",
     "task_key",
 ]
 
@@ -142,7 +153,7 @@ def pipeline_parent(client: MlflowClient, experiment_id: str, settings: Settings
         The parent run's id.
     """
     assert settings.pipeline_run_name is not None
-    key = _digest("pipeline", settings.namespace or "", settings.pipeline_run_name)
+    key = _pipeline_key(settings)
     existing = _candidates(client, experiment_id, key)
     if existing:
         return str(_winner(existing).info.run_id)
@@ -157,15 +168,51 @@ def pipeline_parent(client: MlflowClient, experiment_id: str, settings: Settings
     mine = client.create_run(experiment_id, run_name=settings.pipeline_run_name, tags=tags)
     client.set_terminated(mine.info.run_id, "FINISHED")  # a container: never left RUNNING
     time.sleep(SETTLE_SECONDS)
-    winner = _winner(_candidates(client, experiment_id, key) or [mine])
-    if winner.info.run_id != mine.info.run_id:
-        client.delete_run(mine.info.run_id)
-    return str(winner.info.run_id)
+    return reconcile(client, experiment_id, settings)
+
+
+def reconcile(client: MlflowClient, experiment_id: str, settings: Settings) -> str:
+    """Converge on the winning parent: delete the others, re-parent their task runs.
+
+    Args:
+        client: The tracking server's client.
+        experiment_id: The experiment of the pipeline's runs.
+        settings: Supplies namespace and pipeline run name.
+
+    Returns:
+        The winning parent run's id.
+    """
+    from mlflow.exceptions import MlflowException
+
+    candidates = _candidates(client, experiment_id, _pipeline_key(settings))
+    if not candidates:  # the parent was deleted by hand: nothing to converge on
+        raise LookupError("the pipeline's parent run was deleted")
+    winner = str(_winner(candidates).info.run_id)
+    for loser in candidates:
+        loser_id = loser.info.run_id
+        if loser_id == winner:
+            continue
+        children = client.search_runs(
+            [experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{loser_id}'"
+        )
+        for child in children:
+            client.set_tag(child.info.run_id, "mlflow.parentRunId", winner)
+        if loser.info.status == "FAILED":
+            mark_parent_failed(client, winner)
+        try:
+            client.delete_run(loser_id)
+        except MlflowException:  # another task deleted it first
+            continue
+    return winner
 
 
 def mark_parent_failed(client: MlflowClient, parent_run_id: str) -> None:
     """Record on the pipeline's parent run that one of its task runs failed."""
     client.set_terminated(parent_run_id, "FAILED")
+
+
+def _pipeline_key(settings: Settings) -> str:
+    return _digest("pipeline", settings.namespace or "", settings.pipeline_run_name or "")
 
 
 def _candidates(client: MlflowClient, experiment_id: str, key: str) -> list[Run]:

@@ -72,7 +72,7 @@ __all__ = ["CheckResult", "PreflightReport", "ensure_preflight", "preflight", "r
 logger = logging.getLogger("michelangelo_mlflow.preflight")
 
 T = TypeVar("T")
-CheckName = Literal["reachability", "authentication", "version"]
+CheckName = Literal["reachability", "authentication", "version", "artifacts"]
 CheckStatus = Literal["passed", "failed", "warning", "skipped"]
 
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
@@ -92,7 +92,8 @@ class CheckResult:
     """The outcome of one preflight check.
 
     Attributes:
-        name: ``reachability``, ``authentication`` or ``version``.
+        name: ``reachability``, ``authentication``, ``version`` (or ``artifacts``, the
+            round trip of ``michelangelo-mlflow doctor --artifacts``).
         status: ``passed``, ``failed``, ``warning`` or ``skipped``.
         seconds: How long the check took, retries included.
         detail: What was observed, without credentials.
@@ -610,7 +611,7 @@ def _databricks_credentials(settings: Settings) -> tuple[str, str]:
     from urllib.parse import urlsplit
 
     parts = urlsplit(settings.effective_tracking_uri)
-    profile = parts.netloc or parts.path.lstrip("/")
+    profile = parts.netloc  # databricks://PROFILE; bare "databricks" uses the variables
     if not profile:
         assert settings.databricks_host is not None
         assert settings.databricks_token is not None

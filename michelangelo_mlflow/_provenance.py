@@ -21,13 +21,15 @@ MLflow adds its own standard tags (``mlflow.source.name``, ``mlflow.source.type`
 
 from __future__ import annotations
 
+import functools
+import getpass
 import socket
 from collections.abc import Callable
 from typing import Any
 
 from michelangelo_mlflow._settings import Settings
 
-__all__ = ["TAG_PREFIX", "dotted_path", "error_tags", "provenance_tags"]
+__all__ = ["TAG_PREFIX", "dotted_path", "error_tags", "os_user", "provenance_tags"]
 
 TAG_PREFIX = "michelangelo."
 
@@ -67,12 +69,26 @@ def provenance_tags(settings: Settings, *, task: str | None = None) -> dict[str,
         NAMESPACE: settings.namespace,
         PIPELINE_RUN: settings.pipeline_run_name,
         TASK: task,
-        HOST: socket.gethostname(),
+        HOST: _hostname(),
         EXECUTION: execution,
         SDK_VERSION: __version__,
         MLFLOW_CLIENT: client_version(),
     }
     return {key: value for key, value in tags.items() if value}
+
+
+@functools.cache
+def _hostname() -> str:
+    return socket.gethostname()
+
+
+@functools.cache
+def os_user() -> str:
+    """The operating-system user running this process (``unknown`` if there is none)."""
+    try:
+        return getpass.getuser()
+    except (ImportError, KeyError, OSError):
+        return "unknown"
 
 
 def error_tags(exc: BaseException, *, secrets: tuple[str, ...]) -> dict[str, str]:

@@ -36,7 +36,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "RunLogger",
+    "RunState",
     "TrackingRun",
+    "chunks",
+    "current_run",
     "current_settings",
     "next_step",
     "tracked",
@@ -48,9 +51,17 @@ R = TypeVar("R")
 
 log = logging.getLogger("michelangelo_mlflow")
 
+_experiment_ids: dict[tuple[str, str | None], str] = {}
+"""Experiment ids by (tracking URI, name or id), resolved once per process."""
+
 _current: contextvars.ContextVar[TrackingRun | None] = contextvars.ContextVar(
     "michelangelo_mlflow_current_run", default=None
 )
+
+
+def current_run() -> TrackingRun | None:
+    """The innermost open tracked run in this context, if any."""
+    return _current.get()
 
 
 def current_settings() -> Settings | None:
@@ -109,7 +120,7 @@ class RunLogger:
                 fix="log the new values under other keys, or start a new run",
             )
         new = [Param(k, v) for k, v in prepared.items() if k not in existing]
-        for chunk in _chunks(new, self._BATCH):
+        for chunk in chunks(new, self._BATCH):
             self.client.log_batch(self.run_id, params=chunk, synchronous=True)
         return prepared
 
@@ -123,7 +134,7 @@ class RunLogger:
 
         prepared = _params.prepare(values, kind="tag", secrets=self.secrets)
         tags = [RunTag(k, v) for k, v in prepared.items()]
-        for chunk in _chunks(tags, self._BATCH):
+        for chunk in chunks(tags, self._BATCH):
             self.client.log_batch(self.run_id, tags=chunk, synchronous=True)
         return prepared
 
@@ -163,6 +174,7 @@ class TrackingRun:
         self.state = RunState.NEW
         self.active_run: ActiveRun | None = None
         self.logger: RunLogger | None = None
+        self._mlflow_client: MlflowClient | None = None
         self._stack = contextlib.ExitStack()
         self._token: contextvars.Token[TrackingRun | None] | None = None
 
@@ -178,7 +190,11 @@ class TrackingRun:
         try:
             ensure_preflight(self.settings)
             with translate(uri, run_id=self.run_id):
-                self.active_run = self._start()
+                try:
+                    self.active_run = self._start()
+                except Exception:
+                    _experiment_ids.clear()  # the experiment may have been deleted meanwhile
+                    raise
             self._token = _current.set(self)
             self._stack.enter_context(on_sigterm(self._close))
             self.logger = RunLogger(
@@ -211,9 +227,11 @@ class TrackingRun:
         return self.active_run.info.run_id if self.active_run else self.run_id
 
     def _client(self) -> MlflowClient:
-        from mlflow.tracking import MlflowClient
+        if self._mlflow_client is None:
+            from mlflow.tracking import MlflowClient
 
-        return MlflowClient()
+            self._mlflow_client = MlflowClient()  # inside the scope: the run's server
+        return self._mlflow_client
 
     def _start(self) -> ActiveRun:
         import mlflow
@@ -226,7 +244,13 @@ class TrackingRun:
                 fix="pass nested=True to nest this run under it, or end it first "
                 "(mlflow.end_run())",
             )
-        tags = {**self.tags, **_provenance.provenance_tags(self.settings, task=self.task)}
+        tags = {
+            # MLflow may fill mlflow.user from MLFLOW_TRACKING_USERNAME, a credential:
+            # record the OS user instead unless the caller names one.
+            "mlflow.user": _provenance.os_user(),
+            **self.tags,
+            **_provenance.provenance_tags(self.settings, task=self.task),
+        }
         if self.run_id is not None:
             return mlflow.start_run(
                 run_id=self.run_id,
@@ -265,8 +289,11 @@ class TrackingRun:
     def _experiment_id(self) -> str:
         from mlflow.exceptions import MlflowException
 
-        client = self._client()
         name = self.experiment or self.settings.experiment_name
+        cache_key = (self.settings.effective_tracking_uri, name or self.settings.experiment_id)
+        if cache_key in _experiment_ids:
+            return _experiment_ids[cache_key]
+        client = self._client()
         experiment: Experiment | None
         if name is None and self.settings.experiment_id is not None:
             experiment = client.get_experiment(self.settings.experiment_id)
@@ -275,7 +302,9 @@ class TrackingRun:
             experiment = client.get_experiment_by_name(name)
             if experiment is None:
                 try:
-                    return str(client.create_experiment(name))
+                    created = str(client.create_experiment(name))
+                    _experiment_ids[cache_key] = created
+                    return created
                 except MlflowException as exc:
                     if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                         raise
@@ -287,7 +316,8 @@ class TrackingRun:
                 variable="experiment",
                 fix="restore it (mlflow experiments restore) or use another experiment name",
             )
-        return str(experiment.experiment_id)
+        _experiment_ids[cache_key] = str(experiment.experiment_id)
+        return _experiment_ids[cache_key]
 
     def _close(self, exc: BaseException | None) -> None:
         if self.state is RunState.CLOSED:
@@ -319,8 +349,8 @@ class TrackingRun:
                     mlflow.end_run(status)  # also ends runs the body left open inside ours
                 if not ended_ours:  # the body ended our run itself; record what happened
                     self._client().set_terminated(run_id, status)
-                if self.parent_run_id is not None and status != "FINISHED":
-                    _pipeline.mark_parent_failed(self._client(), self.parent_run_id)
+                if self.parent_run_id is not None:
+                    self._converge_on_parent(run_id, status)
         except TrackingError:
             if exc is None:
                 raise
@@ -331,6 +361,20 @@ class TrackingRun:
                 self.settings.safe_tracking_uri,
                 exc_info=True,
             )
+
+    def _converge_on_parent(self, run_id: str, status: str) -> None:
+        assert self.parent_run_id is not None
+        client = self._client()
+        experiment_id = self.active_run.info.experiment_id if self.active_run else ""
+        try:
+            parent = _pipeline.reconcile(client, experiment_id, self.settings)
+        except LookupError:
+            return
+        if parent != self.parent_run_id:
+            client.set_tag(run_id, "mlflow.parentRunId", parent)
+            self.parent_run_id = parent
+        if status != "FINISHED":
+            _pipeline.mark_parent_failed(client, parent)
 
 
 def _status_for(exc: BaseException | None) -> str:
@@ -343,7 +387,8 @@ def _status_for(exc: BaseException | None) -> str:
     return "FAILED"
 
 
-def _chunks(items: list[Any], size: int) -> Iterable[list[Any]]:
+def chunks(items: list[Any], size: int) -> Iterable[list[Any]]:
+    """``items`` in consecutive lists of at most ``size``."""
     for start in range(0, len(items), size):
         yield items[start : start + size]
 

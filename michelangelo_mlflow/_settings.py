@@ -281,8 +281,7 @@ class Settings(BaseSettings):
     on_retry: OnRetry = Field(
         "new",
         validation_alias=_ours("ON_RETRY"),
-        description="A retried task gets a new run (new) or reopens its unfinished one "
-        "(resume).",
+        description="A retried task gets a new run (new) or reopens its unfinished one (resume).",
     )
     pipeline_run: PipelineRunMode = Field(
         "off",
@@ -581,7 +580,10 @@ def _check_databricks(s: Settings) -> None:
         return  # databricks://PROFILE: the profile in ~/.databrickscfg holds host and token
     missing = [
         name
-        for name, value in (("DATABRICKS_HOST", s.databricks_host), ("DATABRICKS_TOKEN", s.databricks_token))
+        for name, value in (
+            ("DATABRICKS_HOST", s.databricks_host),
+            ("DATABRICKS_TOKEN", s.databricks_token),
+        )
         if not value
     ]
     if missing:

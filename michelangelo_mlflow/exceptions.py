@@ -30,6 +30,8 @@ Example:
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "ArtifactStoreError",
     "AuthenticationError",
@@ -62,6 +64,20 @@ class MichelangeloMlflowError(Exception):
         self.message = message
         self.fix = fix
         super().__init__(f"{message}\n  fix: {fix}" if fix else message)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Subclasses take keyword-only context; rebuild from the instance's state so
+        # that errors raised in Ray workers or subprocesses unpickle as themselves.
+        return (_rebuild, (type(self), self.args, self.__dict__))
+
+
+def _rebuild(
+    cls: type[MichelangeloMlflowError], args: tuple[Any, ...], state: dict[str, Any]
+) -> MichelangeloMlflowError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, *args)
+    error.__dict__.update(state)
+    return error
 
 
 class MichelangeloMlflowWarning(UserWarning):

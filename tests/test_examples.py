@@ -7,7 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
 from mlflow.tracking import MlflowClient
+
+from tests.helpers.registry import assert_strict_valid
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
 
@@ -25,7 +28,7 @@ def run_example(name: str, cwd: Path, **env: str) -> subprocess.CompletedProcess
     )
 
 
-def test_quickstart_on_the_embedded_store(tmp_path: Path) -> None:
+def test_quickstart_trains_and_registers_on_the_embedded_store(tmp_path: Path) -> None:
     result = run_example("quickstart.py", tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
@@ -38,3 +41,18 @@ def test_quickstart_on_the_embedded_store(tmp_path: Path) -> None:
     assert 0.5 < run.data.metrics["auc"] <= 1.0
     assert run.data.tags["michelangelo.task"] == "__main__.train_model"
     assert f"run {run.info.run_id}: auc=" in result.stdout
+
+    (version,) = client.search_model_versions("name = 'quickstart-classifier'")
+    assert (version.status, version.run_id) == ("READY", run.info.run_id)
+    assert version.tags["michelangelo.name"] == "quickstart-classifier-1"
+    manifests = sorted((tmp_path / "michelangelo-models").rglob("*.yaml"))
+    assert [p.relative_to(tmp_path).as_posix() for p in manifests] == [
+        "michelangelo-models/quickstart/quickstart-classifier-1.yaml"
+    ]
+    model = yaml.safe_load(manifests[0].read_text())
+    assert_strict_valid(model)
+    assert model["spec"]["kind"] == "MODEL_KIND_BINARY_CLASSIFICATION"
+    assert model["spec"]["revisionId"] == 1
+    assert model["spec"]["qualityScores"][0]["name"] == "auc"
+    assert model["metadata"]["annotations"]["mlflow.michelangelo.ai/run-id"] == run.info.run_id
+    assert "quickstart-classifier version 1" in result.stdout

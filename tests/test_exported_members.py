@@ -40,3 +40,25 @@ def test_version_is_the_distribution_version() -> None:
     from importlib.metadata import version
 
     assert mm.__version__ == version("michelangelo-mlflow")
+
+
+def test_errors_survive_pickling_with_their_context() -> None:
+    import pickle
+
+    error = exceptions.VersionMismatchError(
+        "skew",
+        tracking_uri="http://mlflow:5000",
+        client_version="3.17.2",
+        server_version="2.22.5",
+        pin="mlflow~=2.22.0",
+        fix="pin it",
+    )
+    copy = pickle.loads(pickle.dumps(error))
+    assert type(copy) is exceptions.VersionMismatchError
+    assert (copy.pin, copy.server_version, copy.tracking_uri, copy.fix) == (
+        "mlflow~=2.22.0",
+        "2.22.5",
+        "http://mlflow:5000",
+        "pin it",
+    )
+    assert str(copy) == str(error)

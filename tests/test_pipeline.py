@@ -183,17 +183,24 @@ def test_concurrent_starters_converge_on_one_parent(
         (barrier / "go").touch()
         outputs = [p.communicate(timeout=120) for p in processes]
         assert all(p.returncode == 0 for p in processes), [err[-2000:] for _, err in outputs]
-        lines = [next(ln for ln in out.splitlines() if ln.startswith("run ")) for out, _ in outputs]
-        parents = {line.split()[3] for line in lines}
-        assert len(parents) == 1, parents
+        task_ids = {
+            next(ln for ln in out.splitlines() if ln.startswith("run ")).split()[1]
+            for out, _ in outputs
+        }
         experiment = client.get_experiment_by_name("pipelines")
         assert experiment is not None
-        live_parents = client.search_runs(
+        survivors = client.search_runs(
             [experiment.experiment_id],
             f"tags.`{PIPELINE_KEY}` != '' and tags.`michelangelo.pipeline_run` = '{pipeline_run}'",
         )
-        assert [r.info.run_id for r in live_parents] == list(parents)
-        assert live_parents[0].info.status == "FINISHED"
+        assert len(survivors) == 1, [r.info.run_id for r in survivors]
+        (parent,) = survivors
+        assert parent.info.status == "FINISHED"
+        parents_of_tasks = {
+            client.get_run(task).data.tags["mlflow.parentRunId"] for task in task_ids
+        }
+        assert parents_of_tasks == {parent.info.run_id}
+        assert len(task_ids) == starters
 
 
 def start_sleeper(

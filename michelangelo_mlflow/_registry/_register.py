@@ -345,6 +345,7 @@ def _plan(
                 fix="set MICHELANGELO_MLFLOW_REGISTRY to auto, apiserver, kubernetes or "
                 "manifest, or pass michelangelo=False",
             )
+        _backends.open_backend(settings, chosen)  # raises: says what to set
     namespace = namespace or settings.namespace
     if not namespace:
         raise ConfigurationError(
@@ -539,6 +540,9 @@ def _mlflow_errors(tracking_uri: str, name: str, what: str) -> Iterator[None]:
 
 
 def _safe_uri(uri: str) -> str:
+    """The tracking URI as it may be recorded anywhere: no credentials, no query."""
     parts = urlsplit(uri)
+    if parts.scheme not in {"http", "https"}:
+        return uri.split("?", 1)[0]
     host = parts.netloc.rsplit("@", 1)[-1]
     return urlunsplit(parts._replace(netloc=host, query="", fragment=""))

@@ -69,11 +69,12 @@ class ModelApiServer:
         service: The expected ``rpc-service`` header.
         schema: A JSON schema (dict) or the path of one to validate objects against.
 
-    Example:
+    Examples:
         >>> with ModelApiServer(namespaces=["ml-team"]) as api:  # doctest: +SKIP
         ...     settings = mm.Settings(api_server=api.address, registry="apiserver")
         ...     mm.register_model(info, "fraud", namespace="ml-team", settings=settings)
-        ...     assert api.objects("ml-team")[0]["metadata"]["name"] == "fraud-1"
+        ...     (model,) = api.objects("ml-team")
+        ...     assert model["metadata"]["name"] == "fraud-1"
     """
 
     def __init__(

@@ -50,7 +50,7 @@ class TrackingServer:
     ) -> None:
         self.root = Path(root)
         self.basic_auth = basic_auth
-        self.python = python
+        self.python = str(Path(python).absolute()) if os.sep in python else python
         self.startup_timeout = startup_timeout
         self.admin_password = secrets.token_urlsafe(16) if basic_auth else ""
         self.port = 0

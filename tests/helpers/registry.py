@@ -9,7 +9,7 @@ from typing import Any
 
 import jsonschema
 
-SCHEMA_PATH = Path(__file__).parent / "data" / "model-crd-schema.strict.json"
+SCHEMA_PATH = Path(__file__).parent.parent / "data" / "model-crd-schema.strict.json"
 STRICT_SCHEMA: dict[str, Any] = json.loads(SCHEMA_PATH.read_text())
 
 

@@ -43,7 +43,7 @@ def use_the_api(server: TrackingServer, model_api: ModelApiServer) -> None:
         run_id: str = run.info.run_id
         step: int = mm.next_step("loss")
     report: mm.PreflightReport = mm.preflight(settings, force=True)
-    reachable: bool = report.reachable
+    reachable: bool | None = report.reachable
     try:
         registration = mm.register_model(
             f"runs:/{run_id}/model", "fraud-detector", michelangelo=False, settings=settings
