@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 from michelangelo_mlflow import _params, _pipeline, _provenance
 from michelangelo_mlflow._errors import from_foreign, translate
 from michelangelo_mlflow._preflight import ensure_preflight
-from michelangelo_mlflow._scope import mlflow_scope
+from michelangelo_mlflow._scope import mlflow_scope, set_active_experiment
 from michelangelo_mlflow._settings import Settings
 from michelangelo_mlflow._signals import Terminated, on_sigterm
 from michelangelo_mlflow.exceptions import ConfigurationError, TrackingError
@@ -195,6 +195,7 @@ class TrackingRun:
                 except Exception:
                     _experiment_ids.clear()  # the experiment may have been deleted meanwhile
                     raise
+            set_active_experiment(self.active_run.info.experiment_id)
             self._token = _current.set(self)
             self._stack.enter_context(on_sigterm(self._close))
             self.logger = RunLogger(

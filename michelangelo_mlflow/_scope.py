@@ -21,7 +21,7 @@ from pydantic import SecretStr
 
 from michelangelo_mlflow._settings import Settings
 
-__all__ = ["mlflow_environment", "mlflow_scope"]
+__all__ = ["mlflow_environment", "mlflow_scope", "set_active_experiment"]
 
 
 def mlflow_environment(settings: Settings) -> dict[str, str | None]:
@@ -67,6 +67,7 @@ def mlflow_scope(settings: Settings) -> Iterator[None]:
     Yields:
         Nothing; MLflow's fluent API and ``MlflowClient()`` use ``settings`` inside.
     """
+    from mlflow.tracking import fluent
     from mlflow.tracking._model_registry import utils as registry_utils
     from mlflow.tracking._tracking_service import utils as tracking_utils
 
@@ -74,15 +75,29 @@ def mlflow_scope(settings: Settings) -> Iterator[None]:
     saved_env = {name: os.environ.get(name) for name in environment}
     saved_tracking_uri = tracking_utils._tracking_uri
     saved_registry_uri: str | None = registry_utils._registry_uri
+    saved_experiment_id: str | None = fluent._active_experiment_id
     try:
         _apply(environment)
         _set_tracking_uri(environment["MLFLOW_TRACKING_URI"])
         vars(registry_utils)["_registry_uri"] = settings.registry_uri  # a module global
+        set_active_experiment(None)  # one set for another server must not leak in
         yield
     finally:
         _set_tracking_uri(saved_tracking_uri)
         vars(registry_utils)["_registry_uri"] = saved_registry_uri
+        set_active_experiment(saved_experiment_id)
         _apply(saved_env)
+
+
+def set_active_experiment(experiment_id: str | None) -> None:
+    """Set MLflow's active experiment (what ``mlflow.set_experiment`` sets) for the scope.
+
+    Runs the block starts with plain ``mlflow.start_run(nested=True)`` then land in
+    the tracked run's experiment rather than in experiment 0.
+    """
+    from mlflow.tracking import fluent
+
+    vars(fluent)["_active_experiment_id"] = experiment_id
 
 
 def _set_tracking_uri(uri: str | None) -> None:

@@ -10,6 +10,7 @@ import mlflow
 import pytest
 
 from michelangelo_mlflow import _preflight
+from michelangelo_mlflow._scope import set_active_experiment
 from michelangelo_mlflow.testing import TrackingServer
 
 _ENV_PREFIXES = ("MLFLOW_", "MICHELANGELO_MLFLOW_", "MA_", "UF_", "DATABRICKS_")
@@ -33,6 +34,7 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterat
     while mlflow.active_run() is not None:
         mlflow.end_run()
     mlflow.set_tracking_uri(None)  # type: ignore[arg-type]
+    set_active_experiment(None)  # what mlflow.set_experiment() left behind
 
 
 @pytest.fixture(scope="session")

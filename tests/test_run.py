@@ -142,6 +142,28 @@ def test_an_active_run_needs_nested(settings: mm.Settings) -> None:
 # --- nesting and resuming -----------------------------------------------------------
 
 
+def test_plain_nested_start_run_lands_in_the_tracked_experiment(
+    settings: mm.Settings, client: MlflowClient
+) -> None:
+    mlflow.set_experiment("somewhere-else")  # on another server: must not leak in
+    with mm.tracking_run("nesting", settings=settings) as parent:
+        with mlflow.start_run(nested=True) as child:
+            pass
+    assert child.info.experiment_id == parent.info.experiment_id
+    assert client.get_run(child.info.run_id).data.tags["mlflow.parentRunId"] == (
+        parent.info.run_id
+    )
+
+
+def test_resume_ignores_an_active_experiment_set_elsewhere(settings: mm.Settings) -> None:
+    with mm.tracking_run("resume", settings=settings) as first:
+        pass
+    mlflow.set_experiment("unrelated")
+    with mm.tracking_run(run_id=first.info.run_id, settings=settings) as again:
+        pass
+    assert again.info.run_id == first.info.run_id
+
+
 def test_nested_runs(settings: mm.Settings, client: MlflowClient) -> None:
     with mm.tracking_run("nesting", "parent", settings=settings) as parent:
         with mm.tracking_run("nesting", "child", nested=True) as child:
