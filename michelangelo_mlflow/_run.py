@@ -184,6 +184,8 @@ class TrackingRun:
                 f"this tracking_run is {self.state.value}: a tracking_run can be entered "
                 "once; call tracking_run(...) again for another run"
             )
+        # Invalid params fail here, before any call to the server creates a run.
+        params = _params.prepare(self.params, kind="param", secrets=self.settings.secret_values())
         self.state = RunState.OPEN
         uri = self.settings.safe_tracking_uri
         self._stack.enter_context(mlflow_scope(self.settings))
@@ -202,8 +204,8 @@ class TrackingRun:
                 self._client(), self.active_run.info.run_id, self.settings.secret_values()
             )
             with translate(uri, run_id=self.active_run.info.run_id):
-                if self.params:
-                    self.logger.log_params(self.params)
+                if params:
+                    self.logger.log_params(params)
         except BaseException as exc:
             self._close(exc)
             raise

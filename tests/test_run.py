@@ -384,11 +384,18 @@ def test_more_params_than_one_batch(settings: mm.Settings, client: MlflowClient)
     assert len(read(client, run.info.run_id).data.params) == 250
 
 
-def test_too_long_key_is_an_error_before_any_call(settings: mm.Settings) -> None:
+def test_too_long_key_is_an_error_before_any_call(
+    settings: mm.Settings, client: MlflowClient
+) -> None:
+    experiment = client.get_experiment_by_name("limits")
+    before = client.search_runs([experiment.experiment_id]) if experiment else []
     with pytest.raises(ConfigurationError, match="251 characters long"):
         with mm.tracking_run("limits", params={"k" * 251: 1}, settings=settings):
             pass
     assert mlflow.active_run() is None
+    experiment = client.get_experiment_by_name("limits")
+    after = client.search_runs([experiment.experiment_id]) if experiment else []
+    assert len(after) == len(before)  # no run was created
 
 
 def test_deleted_experiment_is_a_clear_error(settings: mm.Settings, client: MlflowClient) -> None:

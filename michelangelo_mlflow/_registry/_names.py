@@ -76,7 +76,10 @@ def suggest_name(value: str) -> str:
     """A DNS-1123 name close to ``value``: lowercase, runs of other characters as ``-``."""
     lowered = re.sub(r"[^a-z0-9.-]+", "-", value.lower())
     lowered = re.sub(r"-{2,}", "-", lowered)
-    return lowered.strip("-.")[: MAX_NAME - 11].strip("-.") or "model"
+    # Every dot-separated label must start and end with a letter or digit.
+    labels = [label.strip("-") for label in lowered.split(".")]
+    joined = ".".join(label for label in labels if label)
+    return joined[: MAX_NAME - 11].strip("-.") or "model"
 
 
 def check_object_name(model: str, *, argument: str) -> None:
