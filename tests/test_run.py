@@ -150,9 +150,8 @@ def test_plain_nested_start_run_lands_in_the_tracked_experiment(
         with mlflow.start_run(nested=True) as child:
             pass
     assert child.info.experiment_id == parent.info.experiment_id
-    assert client.get_run(child.info.run_id).data.tags["mlflow.parentRunId"] == (
-        parent.info.run_id
-    )
+    child_tags = client.get_run(child.info.run_id).data.tags
+    assert child_tags["mlflow.parentRunId"] == parent.info.run_id
 
 
 def test_resume_ignores_an_active_experiment_set_elsewhere(settings: mm.Settings) -> None:

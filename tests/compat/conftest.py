@@ -1,8 +1,9 @@
-"""A real MLflow 2.x server in its own virtualenv, for the compatibility tests.
+"""A real MLflow 2.x server and client in their own virtualenv, for the compatibility tests.
 
 The virtualenv is created once with ``uv`` under ``~/.cache/michelangelo-mlflow`` and
-reused by later sessions; a marker file says it is complete. Without ``uv`` (or
-without network access to PyPI on the first run) the ``mlflow2`` tests are skipped.
+reused by later sessions; a marker file says it is complete. It needs ``uv`` (the
+README's test command installs it) and PyPI on the first run: without them the
+``mlflow2`` tests fail loudly rather than skip, so CI cannot pass without them.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ def _mlflow2_python() -> Path:
         return python
     uv = shutil.which("uv")
     if uv is None:
-        pytest.skip("the MLflow 2.x compatibility tests need `uv` to build their virtualenv")
+        pytest.fail("the MLflow 2.x compatibility tests need `uv`: pip install uv")
     shutil.rmtree(venv, ignore_errors=True)
     venv.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -46,7 +47,7 @@ def _mlflow2_python() -> Path:
         )
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
         shutil.rmtree(venv, ignore_errors=True)
-        pytest.skip(f"could not build the MLflow {MLFLOW2} virtualenv: {exc}")
+        pytest.fail(f"could not build the MLflow {MLFLOW2} virtualenv: {exc}")
     marker.touch()
     return python
 
@@ -57,3 +58,24 @@ def mlflow2_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trackin
     python = _mlflow2_python()
     with TrackingServer(tmp_path_factory.mktemp("mlflow2"), python=str(python)) as server:
         yield server
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def mlflow2_client_python() -> Path:
+    """The MLflow 2.22 virtualenv's Python with this checkout of the SDK installed in it.
+
+    Re-installed every session (editable, about a second with uv), so it always runs
+    the code under test; MLflow 2.22 itself satisfies the ``mlflow-skinny>=2.22`` bound.
+    """
+    python = _mlflow2_python()
+    uv = shutil.which("uv")
+    assert uv is not None
+    subprocess.run(
+        [uv, "pip", "install", "--quiet", "--python", str(python), "-e", str(ROOT)],
+        check=True,
+        timeout=600,
+    )
+    return python
