@@ -198,7 +198,7 @@ def _ratio(plain: Result, sdk: Result, cap: float) -> str:
     ratio = plain_seconds / max(sdk.seconds, 1e-3)
     if ratio > 1000:
         return "> 1000x"
-    return f"{prefix}{ratio:.0f}x"
+    return f"{prefix}{ratio:.0f}x" if ratio >= 10 else f"{prefix}{ratio:.1f}x"
 
 
 def _short(text: str | None, width: int = 90) -> str:
