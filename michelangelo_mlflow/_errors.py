@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from types import ModuleType
 from typing import Literal
 
 from michelangelo_mlflow.exceptions import (
@@ -46,6 +47,7 @@ __all__ = [
     "from_foreign",
     "from_grpc",
     "from_kubernetes",
+    "import_mlflow",
     "translate",
 ]
 
@@ -357,6 +359,29 @@ def _auth_error(code: str, text: str, tracking_uri: str) -> AuthenticationError:
         tracking_uri=tracking_uri,
         fix=FIX_PERMISSION,
     )
+
+
+def import_mlflow() -> ModuleType:
+    """``import mlflow``, with a broken or missing install as :class:`MissingDependencyError`.
+
+    ``import mlflow`` fails when MLflow is not in the task image, and also when
+    ``databricks-sdk`` is missing; either way the error names the requirement line.
+
+    Returns:
+        The ``mlflow`` module.
+
+    Raises:
+        MissingDependencyError: With the exact requirement line to add.
+    """
+    try:
+        import mlflow
+        import mlflow.tracking
+    except ModuleNotFoundError as exc:
+        ours = _missing_dependency(exc)
+        if ours is None:
+            raise
+        raise ours from exc
+    return mlflow
 
 
 def _missing_dependency(exc: ModuleNotFoundError) -> MissingDependencyError | None:

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 
 from pydantic import SecretStr
 
+from michelangelo_mlflow._errors import import_mlflow
 from michelangelo_mlflow._settings import Settings
 
 __all__ = ["mlflow_environment", "mlflow_scope", "set_active_experiment"]
@@ -66,7 +67,11 @@ def mlflow_scope(settings: Settings) -> Iterator[None]:
 
     Yields:
         Nothing; MLflow's fluent API and ``MlflowClient()`` use ``settings`` inside.
+
+    Raises:
+        MissingDependencyError: MLflow cannot be imported.
     """
+    import_mlflow()  # a missing or broken MLflow install: MissingDependencyError
     from mlflow.tracking import fluent
     from mlflow.tracking._model_registry import utils as registry_utils
     from mlflow.tracking._tracking_service import utils as tracking_utils

@@ -630,6 +630,9 @@ def _is_loopback(host: str) -> bool:
 
 
 def _mlflow_default_tracking_uri() -> str:
+    from michelangelo_mlflow._errors import import_mlflow
+
+    import_mlflow()  # a broken install: MissingDependencyError, not a bare ImportError
     from mlflow.tracking._tracking_service import utils
 
     default: str = utils._get_default_tracking_uri()

@@ -6,7 +6,10 @@ import asyncio
 import dataclasses
 import inspect
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -511,3 +514,30 @@ def test_tracked_failure_marks_failed(settings: mm.Settings, client: MlflowClien
     stored = read(client, run_ids[0])
     assert stored.info.status == "FAILED"
     assert stored.data.tags["michelangelo.error.type"] == "ZeroDivisionError"
+
+
+@pytest.mark.parametrize(
+    ("module", "requirement"), [("mlflow", "mlflow>=2.22,<4"), ("databricks", "databricks-sdk")]
+)
+def test_a_broken_mlflow_install_names_the_requirement(
+    module: str, requirement: str, tmp_path: Path
+) -> None:
+    # `import mlflow` fails without MLflow, and also without databricks-sdk.
+    script = (
+        f"import sys; sys.modules[{module!r}] = None\n"
+        "import michelangelo_mlflow as mm\n"
+        "try:\n"
+        "    with mm.tracking_run('x'):\n"
+        "        pass\n"
+        "except mm.exceptions.MissingDependencyError as exc:\n"
+        "    print(exc.requirement)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.stdout.strip() == requirement, result.stderr[-2000:]

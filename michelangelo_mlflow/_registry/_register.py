@@ -206,9 +206,10 @@ def register_model(
         >>> reg.michelangelo.name  # doctest: +SKIP
         'fraud-detector-1'
     """
-    import mlflow
-
+    from michelangelo_mlflow._errors import import_mlflow
     from michelangelo_mlflow._run import current_settings
+
+    mlflow = import_mlflow()
 
     settings = settings or current_settings() or Settings()
     plan = _plan(
