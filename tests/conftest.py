@@ -8,7 +8,9 @@ from pathlib import Path
 
 import mlflow
 import pytest
+from mlflow.tracking import MlflowClient
 
+import michelangelo_mlflow as mm
 from michelangelo_mlflow import _preflight
 from michelangelo_mlflow._scope import set_active_experiment
 from michelangelo_mlflow.testing import TrackingServer
@@ -42,6 +44,18 @@ def tracking_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tracki
     """A real MLflow 3 server (sqlite, served artifacts) shared by the session."""
     with TrackingServer(tmp_path_factory.mktemp("mlflow-server")) as server:
         yield server
+
+
+@pytest.fixture
+def settings(tracking_server: TrackingServer) -> mm.Settings:
+    """Settings pointing at the shared MLflow 3 server."""
+    return mm.Settings(tracking_uri=tracking_server.url)
+
+
+@pytest.fixture
+def client(tracking_server: TrackingServer) -> MlflowClient:
+    """An MLflow client of the shared MLflow 3 server."""
+    return MlflowClient(tracking_server.url)
 
 
 @pytest.fixture(scope="session")

@@ -21,11 +21,6 @@ ROOT = Path(__file__).parent.parent
 
 
 @pytest.fixture
-def client(tracking_server: TrackingServer) -> MlflowClient:
-    return MlflowClient(tracking_server.url)
-
-
-@pytest.fixture
 def pipeline(
     tracking_server: TrackingServer, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
 ) -> str:

@@ -35,6 +35,7 @@ from michelangelo_mlflow.exceptions import (
     TrackingServerUnreachableError,
 )
 from michelangelo_mlflow.testing import TrackingServer
+from tests.helpers import read_as_admin
 
 _ENV_PREFIXES = ("MLFLOW_", "MICHELANGELO_MLFLOW_", "DATABRICKS_")
 
@@ -49,23 +50,6 @@ def ray_cluster() -> Iterator[None]:
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
-
-
-@pytest.fixture
-def settings(tracking_server: TrackingServer) -> mm.Settings:
-    return mm.Settings(tracking_uri=tracking_server.url)
-
-
-@pytest.fixture
-def client(tracking_server: TrackingServer) -> MlflowClient:
-    return MlflowClient(tracking_server.url)
-
-
-def read_as_admin(server: TrackingServer, run_id: str) -> Run:
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MLFLOW_TRACKING_USERNAME", server.admin_username)
-        patch.setenv("MLFLOW_TRACKING_PASSWORD", server.admin_password)
-        return MlflowClient(server.url).get_run(run_id)
 
 
 # --- what runs in the workers -----------------------------------------------------------

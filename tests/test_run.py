@@ -25,28 +25,11 @@ from michelangelo_mlflow.exceptions import (
     TrackingError,
 )
 from michelangelo_mlflow.testing import TrackingServer
-
-
-@pytest.fixture
-def settings(tracking_server: TrackingServer) -> mm.Settings:
-    return mm.Settings(tracking_uri=tracking_server.url)
-
-
-@pytest.fixture
-def client(tracking_server: TrackingServer) -> MlflowClient:
-    return MlflowClient(tracking_server.url)
+from tests.helpers import read_as_admin
 
 
 def read(client: MlflowClient, run_id: str) -> Run:
     return client.get_run(run_id)
-
-
-def read_as_admin(server: TrackingServer, run_id: str) -> Run:
-    """Read a run from the basic-auth server with the admin's credentials."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MLFLOW_TRACKING_USERNAME", server.admin_username)
-        patch.setenv("MLFLOW_TRACKING_PASSWORD", server.admin_password)
-        return MlflowClient(server.url).get_run(run_id)
 
 
 # --- status -------------------------------------------------------------------------
