@@ -255,6 +255,7 @@ class TrackingRun:
             **_provenance.provenance_tags(self.settings, task=self.task),
         }
         if self.run_id is not None:
+            self._check_resumable(self.run_id)
             return mlflow.start_run(
                 run_id=self.run_id,
                 run_name=self.run_name,
@@ -286,6 +287,28 @@ class TrackingRun:
             description=self.description,
         )
 
+    def _check_resumable(self, run_id: str) -> None:
+        from mlflow.exceptions import MlflowException
+
+        uri = self.settings.safe_tracking_uri
+        try:
+            run = self._client().get_run(run_id)
+        except MlflowException as exc:
+            if exc.error_code not in {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"}:
+                raise
+            raise ConfigurationError(
+                f"cannot resume MLflow run {run_id!r}: there is no such run on {uri}",
+                variable="run_id",
+                fix="check the run id; a run can only be resumed on the tracking server "
+                "it was created on",
+            ) from exc
+        if run.info.lifecycle_stage == "deleted":
+            raise ConfigurationError(
+                f"cannot resume MLflow run {run_id!r} on {uri}: it is deleted",
+                variable="run_id",
+                fix="restore it (mlflow runs restore --run-id ...) or start a new run",
+            )
+
     def _prepared(self, tags: dict[str, Any]) -> dict[str, str]:
         return _params.prepare(tags, kind="tag", secrets=self.settings.secret_values())
 
@@ -299,7 +322,18 @@ class TrackingRun:
         client = self._client()
         experiment: Experiment | None
         if name is None and self.settings.experiment_id is not None:
-            experiment = client.get_experiment(self.settings.experiment_id)
+            try:
+                experiment = client.get_experiment(self.settings.experiment_id)
+            except MlflowException as exc:
+                if exc.error_code not in {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"}:
+                    raise
+                raise ConfigurationError(
+                    f"MLFLOW_EXPERIMENT_ID={self.settings.experiment_id} names no experiment "
+                    f"on {self.settings.safe_tracking_uri}",
+                    variable="MLFLOW_EXPERIMENT_ID",
+                    fix="set it to an existing experiment's id, or set MLFLOW_EXPERIMENT_NAME "
+                    "instead (a missing experiment is created by name)",
+                ) from exc
         else:
             name = name or self.settings.default_experiment
             experiment = client.get_experiment_by_name(name)

@@ -179,6 +179,36 @@ def test_resume_with_a_changed_param_is_refused(settings: mm.Settings) -> None:
             pass
 
 
+@pytest.mark.parametrize("run_id", ["0123456789abcdef0123456789abcdef", "not-a-run-id"])
+def test_resuming_a_missing_run_says_so(settings: mm.Settings, run_id: str) -> None:
+    with pytest.raises(ConfigurationError, match="no such run") as info:
+        with mm.tracking_run(run_id=run_id, settings=settings):
+            pass
+    assert info.value.variable == "run_id"
+    assert "created on" in str(info.value)
+
+
+def test_resuming_a_deleted_run_says_so(settings: mm.Settings, client: MlflowClient) -> None:
+    with mm.tracking_run("resume", settings=settings) as run:
+        pass
+    client.delete_run(run.info.run_id)
+    with pytest.raises(ConfigurationError, match="it is deleted"):
+        with mm.tracking_run(run_id=run.info.run_id, settings=settings):
+            pass
+
+
+def test_a_missing_experiment_id_says_what_to_set(
+    tracking_server: TrackingServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_server.url)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_ID", "987654")
+    with pytest.raises(ConfigurationError, match="names no experiment") as info:
+        with mm.tracking_run():
+            pass
+    assert info.value.variable == "MLFLOW_EXPERIMENT_ID"
+    assert "MLFLOW_EXPERIMENT_NAME" in str(info.value)
+
+
 def test_inherited_mlflow_run_id_is_not_resumed(
     tracking_server: TrackingServer, client: MlflowClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
