@@ -97,8 +97,15 @@ class RunLogger:
         self.run_id = run_id
         self.secrets = secrets
 
-    def log_params(self, values: Mapping[str, Any]) -> dict[str, str]:
+    def log_params(
+        self, values: Mapping[str, Any], *, existing: Mapping[str, str] | None = None
+    ) -> dict[str, str]:
         """Log params; values already logged with the same value are skipped.
+
+        Args:
+            values: The params, possibly nested.
+            existing: The run's params as just read from the server, when the caller
+                has them (saves a round trip); by default they are read.
 
         Returns:
             The params as logged (flattened, redacted, bounded).
@@ -110,7 +117,8 @@ class RunLogger:
         from mlflow.entities import Param
 
         prepared = _params.prepare(values, kind="param", secrets=self.secrets)
-        existing = self.client.get_run(self.run_id).data.params if prepared else {}
+        if existing is None:
+            existing = self.client.get_run(self.run_id).data.params if prepared else {}
         changed = sorted(k for k, v in prepared.items() if k in existing and existing[k] != v)
         if changed:
             raise ConfigurationError(
@@ -204,8 +212,8 @@ class TrackingRun:
                 self._client(), self.active_run.info.run_id, self.settings.secret_values()
             )
             with translate(uri, run_id=self.active_run.info.run_id):
-                if params:
-                    self.logger.log_params(params)
+                if params:  # start_run returned the run as stored: its params are fresh
+                    self.logger.log_params(params, existing=self.active_run.data.params)
         except BaseException as exc:
             self._close(exc)
             raise
