@@ -46,7 +46,7 @@ def register(run_id: str) -> mm.Registration:
     ./michelangelo-models/quickstart/quickstart-classifier-<version>.yaml, ready for
     `kubectl apply -f`. Calling it again for the same run returns the same version.
     """
-    settings = mm.Settings(registry="manifest", namespace="quickstart")
+    settings = mm.Settings(registry_backend="manifest", namespace="quickstart")
     return mm.register_model(
         f"runs:/{run_id}/model",
         "quickstart-classifier",

@@ -184,8 +184,8 @@ def backend_name(settings: Settings) -> str:
     Returns:
         ``apiserver``, ``kubernetes``, ``manifest``, or ``off`` (``auto`` found nothing).
     """
-    if settings.registry != "auto":
-        return settings.registry
+    if settings.registry_backend != "auto":
+        return settings.registry_backend
     if settings.api_server:
         return "apiserver"
     if settings.kubernetes_service_host or _kubeconfig_exists(settings):

@@ -338,7 +338,7 @@ def _plan(
     if chosen == "off":
         if michelangelo is None:
             return None
-        if settings.registry == "off":
+        if settings.registry_backend == "off":
             raise ConfigurationError(
                 "michelangelo=True asks for a Michelangelo Model, but "
                 "MICHELANGELO_MLFLOW_REGISTRY=off",

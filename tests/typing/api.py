@@ -35,7 +35,7 @@ async def evaluate(threshold: float) -> bool:
 def use_the_api(server: TrackingServer, model_api: ModelApiServer) -> None:
     n: int = bare(3)
     auc: float = train([1.0], Config(), seed=3)
-    settings = mm.Settings(tracking_uri=server.url, namespace="ml-team", preflight=False)
+    settings = mm.Settings(tracking_uri=server.url, namespace="ml-team", preflight_enabled=False)
     uri: str = settings.safe_tracking_uri
     for row in settings.describe():
         source: str = row.source
