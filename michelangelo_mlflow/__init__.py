@@ -13,8 +13,9 @@ from importlib.metadata import version as _version
 from michelangelo_mlflow import exceptions
 from michelangelo_mlflow._preflight import CheckResult, PreflightReport, preflight
 from michelangelo_mlflow._registry import MichelangeloModelRef, Registration, register_model
-from michelangelo_mlflow._run import TrackingRun, next_step, tracked, tracking_run
+from michelangelo_mlflow._run import TrackingRun, next_step, tracking_run
 from michelangelo_mlflow._settings import Settings, SettingSource
+from michelangelo_mlflow._tracked import tracked
 from michelangelo_mlflow._worker import WorkerRun, worker_run
 
 __version__ = _version("michelangelo-mlflow")

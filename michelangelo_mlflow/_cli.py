@@ -13,6 +13,7 @@ import io
 import ipaddress
 import json
 import secrets
+import sys
 import tempfile
 import time
 import warnings
@@ -202,6 +203,92 @@ def network_policy(
     }
 
 
+@main.command()
+@click.option(
+    "--spool",
+    "spool_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="The spool directory; default MICHELANGELO_MLFLOW_SPOOL_DIR, else "
+    "./.michelangelo-mlflow-spool.",
+)
+@click.option("--dry-run", is_flag=True, help="List what would be sent; send nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object for machines.")
+@click.option(
+    "--timeout",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Seconds to keep trying a server that does not answer.",
+)
+def sync(spool_dir: Path | None, dry_run: bool, as_json: bool, timeout: float) -> None:
+    """Send what runs left in the spool to their tracking servers, and finish the runs.
+
+    Replays, in order, the records of every run whose process ended before its
+    server took them (an outage past the grace, a killed task), then sets the run's
+    status: the one recorded, or KILLED when the process ended without one.
+    Credentials come from the environment and are sent only to the server they
+    belong to. Exit code 0 when everything was delivered, 1 when records remain.
+    """
+    from michelangelo_mlflow._replay import SyncResult, pending_bytes
+    from michelangelo_mlflow._replay import sync as replay
+
+    with _reported_warnings() as notes:
+        settings = _settings()
+    directory = spool_dir if spool_dir is not None else Path.cwd() / settings.spool_dir
+    total = pending_bytes(directory)
+    tty = sys.stdout.isatty()
+    shown = not as_json and not dry_run and total > 0 and tty
+    bar: Any = click.progressbar(
+        length=total, label="sending", file=None if shown else io.StringIO()
+    )
+    with bar:
+        results: list[SyncResult] = replay(
+            directory, settings, dry_run=dry_run, timeout=timeout, on_progress=bar.update
+        )
+    pending = [r for r in results if r.outcome == "pending"]
+    if as_json:
+        click.echo(json.dumps(_sync_summary(directory, results, notes), indent=2))
+    else:
+        _print_sync(directory, results, dry_run)
+    if pending:
+        raise SystemExit(EXIT_FAILED)
+
+
+def _sync_summary(directory: Path, results: Sequence[Any], notes: list[str]) -> dict[str, Any]:
+    return {
+        "spool": str(directory),
+        "runs": len({r.run_id for r in results}),
+        "records_sent": sum(r.sent for r in results),
+        "runs_completed": len({r.run_id for r in results if r.completed}),
+        "runs_pending": len({r.run_id for r in results if r.outcome == "pending"}),
+        "segments": [r.to_dict() for r in results],
+        "warnings": notes,
+    }
+
+
+def _print_sync(directory: Path, results: Sequence[Any], dry_run: bool) -> None:
+    if not results:
+        click.echo(f"nothing to send: no leftover runs in {directory}")
+        return
+    _print_table(
+        ("RUN", "SERVER", "ROLE", "SENT", "RESULT", "DETAIL"),
+        [
+            (r.run_id, r.tracking_uri, r.role, str(r.sent), r.outcome, r.reason or "")
+            for r in results
+        ],
+    )
+    summary = _sync_summary(directory, results, [])
+    click.echo("")
+    if dry_run:
+        click.echo(f"dry run: {summary['runs']} run(s) in {directory} would be sent")
+        return
+    click.echo(
+        f"{summary['runs']} run(s), {summary['records_sent']} record(s) sent, "
+        f"{summary['runs_completed']} run(s) completed, {summary['runs_pending']} still pending"
+    )
+
+
 # --- helpers ------------------------------------------------------------------------
 def _settings(**overrides: Any) -> Settings:
     try:
@@ -325,3 +412,7 @@ def _print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     for row in [header, *rows]:
         cells = [str(cell).ljust(width) for cell, width in zip(row, widths, strict=False)]
         click.echo("  ".join([*cells, str(row[-1])]))
+
+
+if __name__ == "__main__":  # python -m michelangelo_mlflow._cli, as the console script does
+    main()

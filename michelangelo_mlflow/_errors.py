@@ -23,8 +23,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from types import ModuleType
-from typing import Literal
+from types import ModuleType, TracebackType
+from typing import Literal, TypeVar
 
 from michelangelo_mlflow.exceptions import (
     ArtifactStoreError,
@@ -48,8 +48,15 @@ __all__ = [
     "from_grpc",
     "from_kubernetes",
     "import_mlflow",
+    "raised_by_library",
     "translate",
+    "with_note",
 ]
+
+E = TypeVar("E", bound=MichelangeloMlflowError)
+
+LIBRARY_MODULES = ("mlflow", "michelangelo_mlflow")
+"""Top-level packages whose failures a tracked run translates (see :func:`raised_by_library`)."""
 
 FIX_UNREACHABLE = (
     "check that this pod can reach the tracking server: run `michelangelo-mlflow doctor` "
@@ -293,6 +300,49 @@ def translate(tracking_uri: str, *, run_id: str | None = None) -> Iterator[None]
         if ours is None:
             raise
         raise ours from exc
+
+
+def raised_by_library(tb: TracebackType | None) -> bool:
+    """Whether an exception escaping a ``with`` block came out of a call into MLflow (or us).
+
+    The block's own frame is skipped; if any frame the exception passed through
+    below it belongs to MLflow or to this SDK, the failure is a library's (a plain
+    ``mlflow.log_artifact`` that could not reach the artifact store). Otherwise the
+    user's own code raised it (its own ``requests`` call, import or S3 read), and it
+    must propagate untouched.
+
+    Args:
+        tb: The traceback given to ``__exit__``: its first frame is the block's.
+
+    Example:
+        >>> raised_by_library(None)
+        False
+    """
+    frame_tb = tb.tb_next if tb is not None else None
+    while frame_tb is not None:
+        module = str(frame_tb.tb_frame.f_globals.get("__name__", ""))
+        if module.split(".", 1)[0] in LIBRARY_MODULES:
+            return True
+        frame_tb = frame_tb.tb_next
+    return False
+
+
+def with_note(error: E, note: str, *, fix: str | None = None) -> E:
+    r"""A copy of ``error`` whose message ends with ``note`` and whose fix ends with ``fix``.
+
+    Example:
+        >>> from michelangelo_mlflow.exceptions import ConfigurationError
+        >>> str(with_note(ConfigurationError("bad", fix="do x"), "kept in /s", fix="then y"))
+        'bad; kept in /s\n  fix: do x; then y'
+    """
+    from michelangelo_mlflow.exceptions import _rebuild
+
+    message = f"{error.message}; {note}"
+    joined = "; ".join(part for part in (error.fix, fix) if part) or None
+    text = f"{message}\n  fix: {joined}" if joined else message
+    copy = _rebuild(type(error), (text,), {**error.__dict__, "message": message, "fix": joined})
+    copy.__cause__ = error.__cause__
+    return copy  # type: ignore[return-value]  # _rebuild returns an instance of type(error)
 
 
 def _from_mlflow(

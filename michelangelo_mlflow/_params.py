@@ -3,8 +3,11 @@
 - Mappings, dataclasses and pydantic models are flattened into dotted keys
   (``{"optimizer": {"lr": 0.1}}`` → ``optimizer.lr``).
 - Keys that look like secrets (password, secret, token, api_key, access_key,
-  private_key, credential, …) and values that contain a configured secret are
-  replaced by :data:`REDACTED`.
+  private_key, credential, …) are replaced by :data:`REDACTED`; in other values, a
+  configured secret, the password of a URL (``postgresql://etl:<redacted>@db/x``)
+  and a ``password=…`` fragment of a connection string are.
+- Keys must be strings; a cycle, or a value whose ``str()`` fails, is an error that
+  names the key path, raised before any run is created.
 - Keys longer than MLflow's 250 characters are an error; values longer than MLflow's
   limit (6,000 characters for params, 8,000 for tags) are cut to the limit, ending in
   :data:`TRUNCATED`, with a warning.
@@ -16,9 +19,12 @@ import dataclasses
 import re
 import warnings
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from michelangelo_mlflow.exceptions import ConfigurationError, MichelangeloMlflowWarning
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
 
 __all__ = [
     "MAX_KEY_LENGTH",
@@ -26,6 +32,7 @@ __all__ = [
     "MAX_TAG_VALUE_LENGTH",
     "REDACTED",
     "TRUNCATED",
+    "ParamTagWriter",
     "flatten",
     "is_nested",
     "is_secret_key",
@@ -50,6 +57,13 @@ _SECRET_WORDS = (
 )
 _SECRET_KEY = re.compile(rf"(?:^|_)(?:{_SECRET_WORDS})(?:_|$)")
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+_URL_PASSWORD = re.compile(
+    r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^\s:/@]+:)(?P<secret>[^\s@/]+)(?=@)"
+)
+_DSN_PASSWORD = re.compile(
+    r"(?P<head>\b(?:password|passwd|pwd|secret|token)\s*[=:]\s*)(?P<secret>'[^']*'|\"[^\"]*\"|[^\s;&,]+)",
+    re.IGNORECASE,
+)
 
 
 def is_secret_key(key: str) -> bool:
@@ -68,10 +82,16 @@ def is_secret_key(key: str) -> bool:
 
 
 def redact_text(text: str, secrets: Iterable[str]) -> str:
-    """``text`` with every occurrence of each secret replaced by :data:`REDACTED`."""
+    """``text`` with each secret, URL password and ``password=`` value redacted.
+
+    Example:
+        >>> redact_text("postgresql://etl:pw@db/x; host=db password=pw2", ())
+        'postgresql://etl:<redacted>@db/x; host=db password=<redacted>'
+    """
     for secret in sorted((s for s in secrets if s), key=len, reverse=True):
         text = text.replace(secret, REDACTED)
-    return text
+    text = _URL_PASSWORD.sub(lambda m: m.group("head") + REDACTED, text)
+    return _DSN_PASSWORD.sub(lambda m: m.group("head") + REDACTED, text)
 
 
 def flatten(values: Any, *, prefix: str = "") -> dict[str, Any]:
@@ -85,16 +105,35 @@ def flatten(values: Any, *, prefix: str = "") -> dict[str, Any]:
         A flat mapping of dotted keys to leaf values.
 
     Raises:
-        ConfigurationError: When two inputs flatten to the same key.
+        ConfigurationError: When two inputs flatten to the same key, a key is not a
+            string, or the values contain themselves.
 
     Example:
         >>> flatten({"model": {"depth": 6}, "lr": 0.1})
         {'model.depth': 6, 'lr': 0.1}
     """
+    return _flatten(values, prefix, ())
+
+
+def _flatten(values: Any, prefix: str, seen: tuple[int, ...]) -> dict[str, Any]:
+    if id(values) in seen:
+        raise ConfigurationError(
+            f"the value at {prefix or 'the top level'!r} contains itself (a cycle), so it "
+            "cannot be logged as params or tags",
+            variable=prefix or None,
+            fix="pass plain nested dicts without references back to a parent",
+        )
     flat: dict[str, Any] = {}
-    for key, value in _items(values):
-        full = f"{prefix}.{key}" if prefix else str(key)
-        nested = flatten(value, prefix=full) if is_nested(value) else {full: value}
+    for key, value in _items(values, prefix):
+        if not isinstance(key, str):
+            path = f"{prefix}.{key!r}" if prefix else repr(key)
+            raise ConfigurationError(
+                f"key {path} is a {type(key).__name__}: MLflow param and tag keys are strings",
+                variable=path,
+                fix=f"use the string key {str(key)!r} instead",
+            )
+        full = f"{prefix}.{key}" if prefix else key
+        nested = _flatten(value, full, (*seen, id(values))) if is_nested(value) else {full: value}
         for nested_key, leaf in nested.items():
             if nested_key in flat:
                 raise ConfigurationError(
@@ -137,7 +176,7 @@ def prepare(
                 variable=key[:60],
                 fix=f"use a shorter {kind} key",
             )
-        text = REDACTED if is_secret_key(key) else redact_text(_text(value), secrets)
+        text = REDACTED if is_secret_key(key) else redact_text(_text(key, value), secrets)
         if len(text) > limit:
             warnings.warn(
                 f"{kind} {key!r} is {len(text)} characters long; MLflow keeps at most "
@@ -151,7 +190,7 @@ def prepare(
     return prepared
 
 
-def _items(values: Any) -> Iterable[tuple[Any, Any]]:
+def _items(values: Any, prefix: str = "") -> Iterable[tuple[Any, Any]]:
     if isinstance(values, Mapping):
         return values.items()
     if dataclasses.is_dataclass(values) and not isinstance(values, type):
@@ -160,9 +199,11 @@ def _items(values: Any) -> Iterable[tuple[Any, Any]]:
     if callable(dump):
         return dict(dump()).items()
     raise ConfigurationError(
-        f"cannot log a {type(values).__name__} as params: expected a mapping, a "
-        "dataclass or a pydantic model",
-        fix="pass a dict of param names to values",
+        f"cannot log a {type(values).__name__} as params or tags"
+        f"{f' (at {prefix!r})' if prefix else ''}: expected a mapping, a dataclass or a "
+        "pydantic model",
+        variable=prefix or None,
+        fix='pass a dict of names to values, such as {"lr": 0.1}',
     )
 
 
@@ -175,5 +216,86 @@ def is_nested(value: Any) -> bool:
     )
 
 
-def _text(value: Any) -> str:
-    return value if isinstance(value, str) else str(value)
+def _text(key: str, value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    try:
+        return str(value)
+    except Exception as exc:
+        raise ConfigurationError(
+            f"the value of {key!r} cannot be turned into text: str() raised "
+            f"{type(exc).__name__}: {exc}",
+            variable=key,
+            fix="log a plain value (number, string) or its string form under this key",
+        ) from exc
+
+
+class ParamTagWriter:
+    """Writes params and tags to one run: prepared (flattened, redacted, bounded) first.
+
+    Writes go through ``MlflowClient.log_batch``, so for a tracked run they take the
+    run's spool like every other record (and MLflow chunks them within its limits).
+
+    Args:
+        client: An MLflow client of the run's tracking server.
+        run_id: The run.
+        secrets: Secret values to redact wherever they occur.
+    """
+
+    def __init__(self, client: MlflowClient, run_id: str, secrets: tuple[str, ...]) -> None:
+        self.client = client
+        self.run_id = run_id
+        self.secrets = secrets
+
+    def log_params(
+        self, values: Mapping[str, Any], *, existing: Mapping[str, str] | None = None
+    ) -> dict[str, str]:
+        """Log params; those already logged with the same value are skipped.
+
+        Args:
+            values: The params, possibly nested.
+            existing: The run's params as just read from the server, when the caller
+                has them (saves a round trip); by default they are read.
+
+        Returns:
+            The params as logged (flattened, redacted, bounded).
+
+        Raises:
+            ConfigurationError: When a param already has a different value (MLflow
+                params are immutable).
+        """
+        from mlflow.entities import Param
+
+        prepared = prepare(values, kind="param", secrets=self.secrets)
+        if existing is None:
+            existing = self.client.get_run(self.run_id).data.params if prepared else {}
+        changed = sorted(k for k, v in prepared.items() if k in existing and existing[k] != v)
+        if changed:
+            raise ConfigurationError(
+                f"run {self.run_id} already has params {', '.join(changed)} with other "
+                "values, and MLflow params cannot change",
+                variable=changed[0],
+                fix="log the new values under other keys, or start a new run",
+            )
+        new = [Param(k, v) for k, v in prepared.items() if k not in existing]
+        if new:
+            self.client.log_batch(self.run_id, params=new)
+        return prepared
+
+    def set_tags(self, values: Mapping[str, Any]) -> dict[str, str]:
+        """Set tags (flattened, redacted, bounded).
+
+        Returns:
+            The tags as set.
+        """
+        from mlflow.entities import RunTag
+
+        prepared = prepare(values, kind="tag", secrets=self.secrets)
+        if prepared:
+            self.client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in prepared.items()])
+        return prepared
+
+    def delete_tags(self, keys: Iterable[str]) -> None:
+        """Delete tags of the run."""
+        for key in keys:
+            self.client.delete_tag(self.run_id, key)

@@ -35,13 +35,12 @@ import secrets
 import threading
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 import requests
-import tenacity
 
 from michelangelo_mlflow._errors import (
     FIX_CREDENTIALS,
@@ -49,6 +48,7 @@ from michelangelo_mlflow._errors import (
     FIX_TLS,
     FIX_UNREACHABLE,
 )
+from michelangelo_mlflow._retry import Budget, retry_call
 from michelangelo_mlflow._settings import Settings
 from michelangelo_mlflow._versions import (
     Verdict,
@@ -71,14 +71,12 @@ __all__ = ["CheckResult", "PreflightReport", "ensure_preflight", "preflight", "r
 
 logger = logging.getLogger("michelangelo_mlflow.preflight")
 
-T = TypeVar("T")
 CheckName = Literal["reachability", "authentication", "version", "artifacts"]
 CheckStatus = Literal["passed", "failed", "warning", "skipped"]
 
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 """HTTP statuses a preflight request retries (the same set MLflow retries)."""
 
-_MIN_ATTEMPT_SECONDS = 0.1
 _FIX_DATABRICKS_TOKEN = (
     "set DATABRICKS_TOKEN to a valid personal access token for DATABRICKS_HOST at "
     "pipeline submission time (ma pipeline dev-run ... --env DATABRICKS_TOKEN=<token>), "
@@ -208,86 +206,12 @@ class PreflightReport:
         )
 
 
-# --- the retry helper -------------------------------------------------------------------
-class _Budget:
-    """A monotonic deadline shared by every request of one preflight."""
-
-    def __init__(self, seconds: float) -> None:
-        self.deadline = time.monotonic() + seconds
-
-    def remaining(self) -> float:
-        return max(0.0, self.deadline - time.monotonic())
-
-
-class _OutOfBudget(tenacity.stop.stop_base):
-    """Stop when the next attempt would start with less than 0.1 s of the budget left."""
-
-    def __init__(self, budget: _Budget) -> None:
-        self.budget = budget
-
-    def __call__(self, retry_state: tenacity.RetryCallState) -> bool:
-        upcoming = retry_state.upcoming_sleep or 0.0
-        return self.budget.remaining() - upcoming < _MIN_ATTEMPT_SECONDS
-
-
 class _RetryableStatus(Exception):
     """An HTTP answer worth retrying (503 …), raised so that tenacity retries it."""
 
     def __init__(self, response: requests.Response) -> None:
         self.response = response
         super().__init__(f"HTTP {response.status_code} {response.reason or ''}".strip())
-
-
-def retry_call(
-    fn: Callable[[float], T],
-    *,
-    attempts: int,
-    budget: _Budget,
-    timeout: float,
-    on: tuple[type[BaseException], ...],
-    initial_wait: float = 0.1,
-    max_wait: float = 1.0,
-) -> T:
-    """Call ``fn(timeout)`` with jittered exponential backoff, bounded twice.
-
-    Stops after ``attempts`` calls, or when the next attempt would start with less than
-    0.1 s of ``budget`` left, whichever comes first; each call's timeout is clipped to
-    the budget left. The last exception is re-raised as is (never ``RetryError``).
-
-    Args:
-        fn: Called with the timeout, in seconds, its request must use.
-        attempts: Most calls to make.
-        budget: The deadline shared with the other checks.
-        timeout: The largest timeout of one call.
-        on: Exception types that are retried; others propagate at once.
-        initial_wait: Backoff before the second attempt, in seconds (then doubled).
-        max_wait: Largest backoff, in seconds.
-
-    Returns:
-        What ``fn`` returned.
-    """
-
-    def log_retry(state: tenacity.RetryCallState) -> None:
-        outcome = state.outcome.exception() if state.outcome else None
-        logger.debug(
-            "preflight attempt %d failed (%s), retrying in %.2f s",
-            state.attempt_number,
-            outcome,
-            state.upcoming_sleep,
-        )
-
-    retrying = tenacity.Retrying(
-        stop=tenacity.stop_after_attempt(attempts) | _OutOfBudget(budget),
-        wait=tenacity.wait_exponential(multiplier=initial_wait, max=max_wait)
-        + tenacity.wait_random(0, initial_wait),
-        retry=tenacity.retry_if_exception_type(on),
-        before_sleep=log_retry,
-        reraise=True,
-    )
-    for attempt in retrying:
-        with attempt:
-            return fn(max(min(timeout, budget.remaining()), _MIN_ATTEMPT_SECONDS))
-    raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
 
 
 # --- the checks -----------------------------------------------------------------------
@@ -304,7 +228,7 @@ class _Target:
 
 
 class _Prober:
-    def __init__(self, settings: Settings, target: _Target, budget: _Budget) -> None:
+    def __init__(self, settings: Settings, target: _Target, budget: Budget) -> None:
         self.settings = settings
         self.target = target
         self.budget = budget
@@ -350,7 +274,7 @@ def _run_checks(settings: Settings) -> PreflightReport:
         return PreflightReport(uri, None, None, None, client, Verdict.NOT_APPLICABLE, skipped)
 
     target = _target(settings)
-    prober = _Prober(settings, target, _Budget(settings.preflight_deadline))
+    prober = _Prober(settings, target, Budget(settings.preflight_deadline))
     checks: list[CheckResult] = []
     try:
         reach = _check_reachability(prober, uri)
@@ -698,7 +622,7 @@ def preflight(settings: Settings | None = None, *, force: bool = False) -> Prefl
 def ensure_preflight(settings: Settings) -> None:
     """Run the (cached) preflight before a run and raise or warn as configured.
 
-    Does nothing when ``settings.preflight`` is off. Otherwise raises the typed error
+    Does nothing when ``settings.preflight_enabled`` is off. Otherwise raises the typed error
     of an unreachable server or rejected credentials, and applies
     ``settings.version_policy`` to the version verdict: ``strict`` raises
     :class:`VersionMismatchError` for an incompatible or unknown server version,
@@ -716,7 +640,7 @@ def ensure_preflight(settings: Settings) -> None:
     Example:
         >>> ensure_preflight(Settings(tracking_uri="sqlite:///mlflow.db"))  # doctest: +SKIP
     """
-    if not settings.preflight:
+    if not settings.preflight_enabled:
         return
     report = preflight(settings)
     for check in report.failures:

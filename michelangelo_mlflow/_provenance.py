@@ -13,6 +13,10 @@ Tag                            Value
 ``michelangelo.mlflow_client`` version of the MLflow client
 ``michelangelo.error.type``    exception class, on a FAILED or KILLED run
 ``michelangelo.error.message`` exception message (redacted), on a FAILED run
+``michelangelo.spool.dropped_  metric points dropped at the spool's size cap during
+points``                       a long outage (only when some were)
+``michelangelo.previous_error  the error tags of an earlier attempt, on a run
+.type`` / ``.message``         resumed by a retried task (its own are cleared)
 =============================  ====================================================
 
 MLflow adds its own standard tags (``mlflow.source.name``, ``mlflow.source.type``,
@@ -29,7 +33,15 @@ from typing import Any
 
 from michelangelo_mlflow._settings import Settings
 
-__all__ = ["TAG_PREFIX", "dotted_path", "error_tags", "os_user", "provenance_tags"]
+__all__ = [
+    "ERROR_TAGS",
+    "TAG_PREFIX",
+    "dotted_path",
+    "error_tags",
+    "os_user",
+    "provenance_tags",
+    "superseded_error_tags",
+]
 
 TAG_PREFIX = "michelangelo."
 
@@ -42,6 +54,9 @@ SDK_VERSION = TAG_PREFIX + "sdk_version"
 MLFLOW_CLIENT = TAG_PREFIX + "mlflow_client"
 ERROR_TYPE = TAG_PREFIX + "error.type"
 ERROR_MESSAGE = TAG_PREFIX + "error.message"
+ERROR_TAGS = (ERROR_TYPE, ERROR_MESSAGE)
+SPOOL_DROPPED = TAG_PREFIX + "spool.dropped_points"
+PREVIOUS_ERROR_PREFIX = TAG_PREFIX + "previous_error."
 
 _MAX_ERROR_MESSAGE = 1000
 
@@ -109,6 +124,23 @@ def error_tags(exc: BaseException, *, secrets: tuple[str, ...]) -> dict[str, str
     kind = type(exc)
     name = kind.__qualname__ if kind.__module__ == "builtins" else dotted_path(kind)
     return {ERROR_TYPE: name, ERROR_MESSAGE: message or name}
+
+
+def superseded_error_tags(tags: dict[str, str]) -> dict[str, str]:
+    """The error tags of a run being resumed, renamed to ``previous_error.*``.
+
+    A retried task that resumes its failed run clears ``michelangelo.error.*`` (the
+    new attempt has not failed) and keeps the old values under these names.
+
+    Example:
+        >>> superseded_error_tags({"michelangelo.error.type": "ValueError"})
+        {'michelangelo.previous_error.type': 'ValueError'}
+    """
+    return {
+        PREVIOUS_ERROR_PREFIX + key.rsplit(".", 1)[1]: value
+        for key, value in tags.items()
+        if key in ERROR_TAGS
+    }
 
 
 def dotted_path(obj: Callable[..., Any] | type) -> str:

@@ -1,62 +1,88 @@
-"""The tracked run: ``tracking_run`` and ``@tracked``.
+"""The tracked run: ``tracking_run`` and the lifecycle behind ``@tracked``.
 
 A tracked run points MLflow at the configured server for its duration (and puts
 MLflow's globals back afterwards), checks the server before the first run, creates or
-explicitly resumes the run with provenance tags, and always ends it with the status
-that matches what happened: FINISHED, FAILED (with the error recorded) or KILLED.
-It never leaves a run RUNNING and never resumes an inherited ``MLFLOW_RUN_ID``.
+explicitly resumes the run with provenance tags, sends everything logged in it
+through its write-ahead spool, and always ends it with the status that matches what
+happened: FINISHED, FAILED (with the error recorded) or KILLED. It never leaves a run
+RUNNING when it can reach the server within the grace, never resumes an inherited
+``MLFLOW_RUN_ID``, and never shows a failed task's run as FINISHED.
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
-import copy
 import enum
-import functools
-import inspect
 import logging
-import sys
-from collections.abc import Callable, Iterable, Mapping
+import os
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypedDict
+
+from typing_extensions import Unpack
 
 from michelangelo_mlflow import _params, _pipeline, _provenance
-from michelangelo_mlflow._errors import from_foreign, translate
+from michelangelo_mlflow._courier import Delivery, RunSpool, close_run, open_run, take_over
+from michelangelo_mlflow._delivery import Route
+from michelangelo_mlflow._errors import from_foreign, raised_by_library, translate, with_note
+from michelangelo_mlflow._experiment import experiment_id, forget_experiment_ids
 from michelangelo_mlflow._preflight import ensure_preflight
-from michelangelo_mlflow._scope import mlflow_scope, set_active_experiment
+from michelangelo_mlflow._scope import (
+    ScopeMode,
+    holder_description,
+    mlflow_scope,
+    set_active_experiment,
+)
 from michelangelo_mlflow._settings import Settings
 from michelangelo_mlflow._signals import Terminated, on_sigterm
-from michelangelo_mlflow.exceptions import ConfigurationError, TrackingError
+from michelangelo_mlflow._store import host_creds, routing_to
+from michelangelo_mlflow.exceptions import (
+    ConfigurationError,
+    MichelangeloMlflowError,
+    MichelangeloMlflowWarning,
+    TrackingError,
+)
 
 if TYPE_CHECKING:
     from mlflow import ActiveRun
-    from mlflow.entities import Experiment
     from mlflow.tracking import MlflowClient
 
 __all__ = [
-    "RunLogger",
+    "RunOptions",
     "RunState",
     "TrackingRun",
-    "chunks",
+    "check_arguments",
     "current_run",
     "current_settings",
     "next_step",
-    "tracked",
+    "route_for",
+    "spool_directory",
     "tracking_run",
 ]
 
-P = ParamSpec("P")
-R = TypeVar("R")
-
 log = logging.getLogger("michelangelo_mlflow")
-
-_experiment_ids: dict[tuple[str, str | None], str] = {}
-"""Experiment ids by (tracking URI, name or id), resolved once per process."""
 
 _current: contextvars.ContextVar[TrackingRun | None] = contextvars.ContextVar(
     "michelangelo_mlflow_current_run", default=None
 )
+
+
+class RunOptions(TypedDict, total=False):
+    """The options of a tracked run, shared by :func:`tracking_run` and ``@tracked``.
+
+    Every key is optional; see :func:`tracking_run` for what each one does.
+    """
+
+    tags: Mapping[str, Any] | None
+    params: Mapping[str, Any] | None
+    description: str | None
+    nested: bool
+    run_id: str | None
+    settings: Settings | None
+    key: str | None
 
 
 def current_run() -> TrackingRun | None:
@@ -78,170 +104,149 @@ class RunState(enum.Enum):
     CLOSED = "closed"
 
 
-class RunLogger:
-    """The one place through which this SDK logs params and tags to a run.
-
-    Values are flattened, redacted and bounded by :func:`_params.prepare`, then sent
-    with ``log_batch`` in chunks of MLflow's batch limit.
-
-    Args:
-        client: The MLflow client of the run's tracking server.
-        run_id: The run.
-        secrets: Secret values to redact wherever they occur.
-    """
-
-    _BATCH = 100  # MLflow's limit of params and tags per log_batch
-
-    def __init__(self, client: MlflowClient, run_id: str, secrets: tuple[str, ...]) -> None:
-        self.client = client
-        self.run_id = run_id
-        self.secrets = secrets
-
-    def log_params(
-        self, values: Mapping[str, Any], *, existing: Mapping[str, str] | None = None
-    ) -> dict[str, str]:
-        """Log params; values already logged with the same value are skipped.
-
-        Args:
-            values: The params, possibly nested.
-            existing: The run's params as just read from the server, when the caller
-                has them (saves a round trip); by default they are read.
-
-        Returns:
-            The params as logged (flattened, redacted, bounded).
-
-        Raises:
-            ConfigurationError: When a param already has a different value (MLflow
-                params are immutable).
-        """
-        from mlflow.entities import Param
-
-        prepared = _params.prepare(values, kind="param", secrets=self.secrets)
-        if existing is None:
-            existing = self.client.get_run(self.run_id).data.params if prepared else {}
-        changed = sorted(k for k, v in prepared.items() if k in existing and existing[k] != v)
-        if changed:
-            raise ConfigurationError(
-                f"run {self.run_id} already has params {', '.join(changed)} with other "
-                "values, and MLflow params cannot change",
-                variable=changed[0],
-                fix="log the new values under other keys, or start a new run",
-            )
-        new = [Param(k, v) for k, v in prepared.items() if k not in existing]
-        for chunk in chunks(new, self._BATCH):
-            self.client.log_batch(self.run_id, params=chunk, synchronous=True)
-        return prepared
-
-    def set_tags(self, values: Mapping[str, Any]) -> dict[str, str]:
-        """Set tags (flattened, redacted, bounded).
-
-        Returns:
-            The tags as set.
-        """
-        from mlflow.entities import RunTag
-
-        prepared = _params.prepare(values, kind="tag", secrets=self.secrets)
-        tags = [RunTag(k, v) for k, v in prepared.items()]
-        for chunk in chunks(tags, self._BATCH):
-            self.client.log_batch(self.run_id, tags=chunk, synchronous=True)
-        return prepared
-
-
 class TrackingRun:
     """A context manager around one MLflow run; create it with :func:`tracking_run`.
 
     Entering yields MLflow's ``ActiveRun``, so plain ``mlflow.log_*`` calls inside
     the block land in the run. It can be entered once.
+
+    Attributes:
+        settings: The configuration, read when the run opens.
+        active_run: MLflow's ``ActiveRun`` while open.
+        spool: The run's write-ahead spool while open (``None`` for a local store or
+            with ``MICHELANGELO_MLFLOW_SPOOL=off``).
     """
 
     def __init__(
         self,
-        experiment: str | None,
-        run_name: str | None,
+        experiment: str | None = None,
+        run_name: str | None = None,
         *,
-        tags: Mapping[str, Any] | None,
-        params: Mapping[str, Any] | None,
-        description: str | None,
-        nested: bool,
-        run_id: str | None,
-        settings: Settings | None,
-        key: str | None = None,
         task: str | None = None,
+        **options: Unpack[RunOptions],
     ) -> None:
+        check_arguments(experiment, run_name, options)
         self.experiment = experiment
         self.run_name = run_name
-        self.tags = dict(tags or {})
-        self.params = dict(params or {})
-        self.description = description
-        self.nested = nested
-        self.run_id = run_id
         self.task = task
-        self.key = key
+        self.options = options
+        self.tags = dict(options.get("tags") or {})
+        self.params = dict(options.get("params") or {})
+        self.nested = bool(options.get("nested", False))
+        self.run_id = options.get("run_id")
         self.parent_run_id: str | None = None
-        self.settings = settings or current_settings() or Settings()
+        self.settings = _settings_for_run(options.get("settings"))
+        # Invalid params and tags fail here, before anything talks to a server.
+        self._prepared_params = _params.prepare(
+            self.params, kind="param", secrets=self.settings.secret_values()
+        )
+        _params.prepare(self.tags, kind="tag", secrets=self.settings.secret_values())
         self.state = RunState.NEW
         self.active_run: ActiveRun | None = None
-        self.logger: RunLogger | None = None
+        self.spool: RunSpool | None = None
+        self.writer: _params.ParamTagWriter | None = None
+        self._mode: ScopeMode = "applied"
+        self._supersedes_error = False
         self._mlflow_client: MlflowClient | None = None
         self._stack = contextlib.ExitStack()
         self._token: contextvars.Token[TrackingRun | None] | None = None
 
+    # --- entering ---------------------------------------------------------------------
     def __enter__(self) -> ActiveRun:
         if self.state is not RunState.NEW:
             raise RuntimeError(
                 f"this tracking_run is {self.state.value}: a tracking_run can be entered "
                 "once; call tracking_run(...) again for another run"
             )
-        # Invalid params fail here, before any call to the server creates a run.
-        params = _params.prepare(self.params, kind="param", secrets=self.settings.secret_values())
         self.state = RunState.OPEN
-        uri = self.settings.safe_tracking_uri
-        self._stack.enter_context(mlflow_scope(self.settings))
         try:
-            ensure_preflight(self.settings)
-            with translate(uri, run_id=self.run_id):
-                try:
-                    self.active_run = self._start()
-                except Exception:
-                    _experiment_ids.clear()  # the experiment may have been deleted meanwhile
-                    raise
-            set_active_experiment(self.active_run.info.experiment_id)
-            self._token = _current.set(self)
-            self._stack.enter_context(on_sigterm(self._close))
-            self.logger = RunLogger(
-                self._client(), self.active_run.info.run_id, self.settings.secret_values()
-            )
-            with translate(uri, run_id=self.active_run.info.run_id):
-                if params:  # start_run returned the run as stored: its params are fresh
-                    self.logger.log_params(params, existing=self.active_run.data.params)
+            self._open()
         except BaseException as exc:
             self._close(exc)
             raise
+        assert self.active_run is not None
         return self.active_run
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._close(exc)
-        if exc is not None and isinstance(exc, Exception):
-            ours = from_foreign(
-                exc, tracking_uri=self.settings.safe_tracking_uri, run_id=self._run_id
-            )
-            if ours is not None:
-                raise ours from exc
+    def _open(self) -> None:
+        settings = self.settings
+        directory = spool_directory(settings)  # unwritable: an error before any run exists
+        self._mode = self._stack.enter_context(mlflow_scope(settings))
+        self._check_mode(directory)
+        ensure_preflight(settings)
+        route = route_for(settings) if directory is not None else None
+        self._stack.enter_context(routing_to(route))
+        with translate(settings.safe_tracking_uri, run_id=self.run_id):
+            try:
+                self.active_run = self._start()
+            except Exception:
+                forget_experiment_ids()  # the experiment may have been deleted meanwhile
+                raise
+        run = self.active_run
+        if directory is not None and route is not None:
+            self.spool = self._open_spool(directory, route, run)
+        if self._mode == "applied":
+            set_active_experiment(run.info.experiment_id)
+        self._token = _current.set(self)
+        self._stack.enter_context(on_sigterm(self._close))
+        self.writer = _params.ParamTagWriter(
+            self._client(), run.info.run_id, settings.secret_values()
+        )
+        with translate(settings.safe_tracking_uri, run_id=run.info.run_id):
+            if self._prepared_params:  # start_run returned the run as stored: params are fresh
+                self.writer.log_params(self._prepared_params, existing=run.data.params)
+            if self._supersedes_error:  # this attempt is not failed (yet): kept as previous_error
+                self.writer.delete_tags(_provenance.ERROR_TAGS)
 
-    @property
-    def _run_id(self) -> str | None:
-        return self.active_run.info.run_id if self.active_run else self.run_id
+    def _check_mode(self, directory: Path | None) -> None:
+        if self._mode != "routed":
+            return
+        other = holder_description()
+        if directory is None or self.run_id is not None:
+            what = "resuming a run" if directory is not None else "without the spool"
+            raise ConfigurationError(
+                f"a tracked run on {other} is open in another thread, and MLflow's tracking "
+                f"URI and credentials are process-wide: a run on "
+                f"{self.settings.safe_tracking_uri} {what} cannot be kept apart from it",
+                variable="settings",
+                fix="run the two on the same server and credentials, run them in separate "
+                "processes, or (for new runs) keep MICHELANGELO_MLFLOW_SPOOL on, which routes "
+                "each run to its own server",
+            )
+        warnings.warn(
+            f"a tracked run on {other} holds MLflow's process-wide configuration (in another "
+            f"thread): this run's metrics, params, tags, status and reads go to "
+            f"{self.settings.safe_tracking_uri}, but mlflow.get_tracking_uri(), artifacts, "
+            "models and registry calls made through MLflow's fluent API in this thread follow "
+            f"{other} until that run ends; use MlflowClient("
+            f"{self.settings.safe_tracking_uri!r}) for them, or separate processes",
+            MichelangeloMlflowWarning,
+            stacklevel=4,
+        )
+
+    def _open_spool(self, directory: Path, route: Route, run: ActiveRun) -> RunSpool:
+        from michelangelo_mlflow._replay import replay_in_background
+
+        settings = self.settings
+        child = take_over(run.info.run_id)  # nested under a tracked run: opened as its child
+        if child is not None:
+            return child
+        spool = open_run(
+            directory,
+            route,
+            run,
+            role="owner",
+            max_bytes=int(settings.spool_max_bytes),
+            interval=settings.flush_interval,
+        )
+        replay_in_background(directory, route, interval=settings.flush_interval)
+        return spool
 
     def _client(self) -> MlflowClient:
         if self._mlflow_client is None:
             from mlflow.tracking import MlflowClient
 
-            self._mlflow_client = MlflowClient()  # inside the scope: the run's server
+            # The run's own server: a routed run's records go there through its spool.
+            self._mlflow_client = MlflowClient(self.settings.effective_tracking_uri)
         return self._mlflow_client
 
     def _start(self) -> ActiveRun:
@@ -263,39 +268,45 @@ class TrackingRun:
             **_provenance.provenance_tags(self.settings, task=self.task),
         }
         if self.run_id is not None:
-            self._check_resumable(self.run_id)
-            return mlflow.start_run(
-                run_id=self.run_id,
-                run_name=self.run_name,
-                nested=self.nested,
-                tags=self._prepared(tags),
-                description=self.description,
-            )
-        experiment_id = self._experiment_id()
-        key = _pipeline.task_key(self.settings, task=self.key or self.task, run_name=self.run_name)
+            return self._resume(self.run_id, tags, description=True)
+        experiment = experiment_id(self._client(), self.settings, self.experiment)
+        key = _pipeline.task_key(
+            self.settings, task=self.options.get("key") or self.task, run_name=self.run_name
+        )
         if key is not None:
-            attempt = _pipeline.find_attempt(self._client(), experiment_id, key, self.settings)
+            attempt = _pipeline.find_attempt(self._client(), experiment, key, self.settings)
             tags.update(attempt.tags())
             if attempt.resume and attempt.previous is not None:
-                return mlflow.start_run(
-                    run_id=attempt.previous.info.run_id,
-                    nested=self.nested,
-                    tags=self._prepared(tags),
-                )
-        if self.settings.pipeline_run == "nested" and active is None and key is not None:
+                return self._resume(attempt.previous.info.run_id, tags, description=False)
+        if self.settings.pipeline_run_mode == "nested" and active is None and key is not None:
             self.parent_run_id = _pipeline.pipeline_parent(
-                self._client(), experiment_id, self.settings
+                self._client(), experiment, self.settings
             )
             tags["mlflow.parentRunId"] = self.parent_run_id
         return mlflow.start_run(
-            experiment_id=experiment_id,
+            experiment_id=experiment,
             run_name=self.run_name,
             nested=self.nested,
             tags=self._prepared(tags),
-            description=self.description,
+            description=self._description(),
         )
 
-    def _check_resumable(self, run_id: str) -> None:
+    def _resume(self, run_id: str, tags: dict[str, Any], *, description: bool) -> ActiveRun:
+        import mlflow
+
+        previous = self._check_resumable(run_id)
+        superseded = _provenance.superseded_error_tags(previous.data.tags)
+        tags.update(superseded)
+        self._supersedes_error = bool(superseded)
+        return mlflow.start_run(
+            run_id=run_id,
+            run_name=self.run_name,
+            nested=self.nested,
+            tags=self._prepared(tags),
+            description=self._description() if description else None,
+        )
+
+    def _check_resumable(self, run_id: str) -> Any:
         from mlflow.exceptions import MlflowException
 
         uri = self.settings.safe_tracking_uri
@@ -316,67 +327,56 @@ class TrackingRun:
                 variable="run_id",
                 fix="restore it (mlflow runs restore --run-id ...) or start a new run",
             )
+        return run
 
     def _prepared(self, tags: dict[str, Any]) -> dict[str, str]:
         return _params.prepare(tags, kind="tag", secrets=self.settings.secret_values())
 
-    def _experiment_id(self) -> str:
-        from mlflow.exceptions import MlflowException
+    def _description(self) -> str | None:
+        description = self.options.get("description")
+        if description is None:
+            return None
+        return _params.redact_text(description, self.settings.secret_values())
 
-        name = self.experiment or self.settings.experiment_name
-        cache_key = (self.settings.effective_tracking_uri, name or self.settings.experiment_id)
-        if cache_key in _experiment_ids:
-            return _experiment_ids[cache_key]
-        client = self._client()
-        experiment: Experiment | None
-        if name is None and self.settings.experiment_id is not None:
-            try:
-                experiment = client.get_experiment(self.settings.experiment_id)
-            except MlflowException as exc:
-                if exc.error_code not in {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"}:
-                    raise
-                raise ConfigurationError(
-                    f"MLFLOW_EXPERIMENT_ID={self.settings.experiment_id} names no experiment "
-                    f"on {self.settings.safe_tracking_uri}",
-                    variable="MLFLOW_EXPERIMENT_ID",
-                    fix="set it to an existing experiment's id, or set MLFLOW_EXPERIMENT_NAME "
-                    "instead (a missing experiment is created by name)",
-                ) from exc
-        else:
-            name = name or self.settings.default_experiment
-            experiment = client.get_experiment_by_name(name)
-            if experiment is None:
-                try:
-                    created = str(client.create_experiment(name))
-                    _experiment_ids[cache_key] = created
-                    return created
-                except MlflowException as exc:
-                    if exc.error_code != "RESOURCE_ALREADY_EXISTS":
-                        raise
-                    experiment = client.get_experiment_by_name(name)  # created concurrently
-        if experiment is None or experiment.lifecycle_stage == "deleted":
-            raise ConfigurationError(
-                f"MLflow experiment {name or self.settings.experiment_id!r} on "
-                f"{self.settings.safe_tracking_uri} is deleted",
-                variable="experiment",
-                fix="restore it (mlflow experiments restore) or use another experiment name",
+    # --- leaving ----------------------------------------------------------------------
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._close(exc)
+        if isinstance(exc, Exception) and raised_by_library(tb):
+            ours = from_foreign(
+                exc, tracking_uri=self.settings.safe_tracking_uri, run_id=self._run_id
             )
-        _experiment_ids[cache_key] = str(experiment.experiment_id)
-        return _experiment_ids[cache_key]
+            if ours is not None:
+                raise ours from exc
+
+    @property
+    def _run_id(self) -> str | None:
+        return self.active_run.info.run_id if self.active_run else self.run_id
 
     def _close(self, exc: BaseException | None) -> None:
         if self.state is RunState.CLOSED:
             return
         self.state = RunState.CLOSED
+        problems: list[MichelangeloMlflowError] = []
         try:
             if self.active_run is not None:
-                self._end(exc)
+                problems += self._end(exc)
+            if self.spool is not None:
+                problems += self._deliver_rest(exc)
         finally:
             if self._token is not None:
                 _current.reset(self._token)
             self._stack.close()
+        if problems and exc is None:
+            raise problems[0]
+        for problem in problems:  # the task's own error is what propagates
+            log.warning("%s; the task's own error follows", problem)
 
-    def _end(self, exc: BaseException | None) -> None:
+    def _end(self, exc: BaseException | None) -> list[MichelangeloMlflowError]:
         import mlflow
 
         assert self.active_run is not None
@@ -384,8 +384,8 @@ class TrackingRun:
         status = _status_for(exc)
         try:
             with translate(self.settings.safe_tracking_uri, run_id=run_id):
-                if exc is not None and self.logger is not None:
-                    self.logger.set_tags(
+                if exc is not None and self.writer is not None:
+                    self.writer.set_tags(
                         _provenance.error_tags(exc, secrets=self.settings.secret_values())
                     )
                 ended_ours = False
@@ -394,32 +394,84 @@ class TrackingRun:
                     mlflow.end_run(status)  # also ends runs the body left open inside ours
                 if not ended_ours:  # the body ended our run itself; record what happened
                     self._client().set_terminated(run_id, status)
-                if self.parent_run_id is not None:
-                    self._converge_on_parent(run_id, status)
-        except TrackingError:
-            if exc is None:
-                raise
-            log.warning(
-                "could not mark MLflow run %s %s on %s; the original error follows",
-                run_id,
-                status,
-                self.settings.safe_tracking_uri,
-                exc_info=True,
+        except TrackingError as error:
+            return [error]
+        if self.parent_run_id is not None:
+            self._converge_on_parent(run_id, status)
+        return []
+
+    def _deliver_rest(self, exc: BaseException | None) -> list[MichelangeloMlflowError]:
+        assert self.spool is not None
+        grace = self.settings.spool_grace
+        outcomes = close_run(self.spool, grace)
+        problems = [p for outcome in outcomes if (p := _problem(outcome, self.spool)) is not None]
+        pending = [o for o in outcomes if not o.delivered and o.error is None]
+        if pending:
+            status = _status_for(exc)
+            warnings.warn(
+                f"the MLflow tracking server at {self.settings.safe_tracking_uri} did not take "
+                f"the last records of run {self.spool.run_id} within the "
+                f"{grace:g} s grace ({pending[0].outage or 'no answer'}); they are kept, with "
+                f"the run's status {status}, in {self.spool.segment.path.parent.parent}: run "
+                f"`michelangelo-mlflow sync --spool {self.spool.segment.path.parent.parent}` "
+                "when the server is back (the next tracked run on this server in a process "
+                "started here does it too); until then the run shows RUNNING",
+                MichelangeloMlflowWarning,
+                stacklevel=4,
             )
+        return problems
 
     def _converge_on_parent(self, run_id: str, status: str) -> None:
         assert self.parent_run_id is not None
         client = self._client()
-        experiment_id = self.active_run.info.experiment_id if self.active_run else ""
+        experiment = self.active_run.info.experiment_id if self.active_run else ""
         try:
-            parent = _pipeline.reconcile(client, experiment_id, self.settings)
+            with translate(self.settings.safe_tracking_uri, run_id=run_id):
+                parent = _pipeline.reconcile(client, experiment, self.settings)
+                if parent != self.parent_run_id:
+                    client.set_tag(run_id, "mlflow.parentRunId", parent)
+                    self.parent_run_id = parent
+                if status != "FINISHED":
+                    _pipeline.mark_parent_failed(client, parent)
         except LookupError:
             return
-        if parent != self.parent_run_id:
-            client.set_tag(run_id, "mlflow.parentRunId", parent)
-            self.parent_run_id = parent
-        if status != "FINISHED":
-            _pipeline.mark_parent_failed(client, parent)
+        except TrackingError as error:  # the next task to end reconciles again
+            log.warning("could not converge run %s on its pipeline's parent run: %s", run_id, error)
+
+
+def _problem(outcome: Delivery, spool: RunSpool) -> MichelangeloMlflowError | None:
+    where = outcome.path or spool.segment.path
+    if outcome.error is not None:
+        return with_note(
+            outcome.error,
+            f"the run's undelivered records are kept in {where}",
+            fix=f"then run `michelangelo-mlflow sync --spool {where.parent.parent}`",
+        )
+    if outcome.rejected:
+        shown = "; ".join(
+            f"{_describe(record)} ({reason})" for record, reason in outcome.rejected[:5]
+        )
+        more = f" and {len(outcome.rejected) - 5} more" if len(outcome.rejected) > 5 else ""
+        return TrackingError(
+            f"the MLflow tracking server at {spool.route.tracking_uri} refused "
+            f"{len(outcome.rejected)} record(s) of run {spool.run_id} as invalid: {shown}{more}; "
+            "everything else was logged",
+            tracking_uri=spool.route.tracking_uri,
+            run_id=spool.run_id,
+            error_code="INVALID_PARAMETER_VALUE",
+            fix="log these values under valid keys or shorter values (MLflow params cannot "
+            f"change once logged); the refused records are listed in {where}/rejected.jsonl",
+        )
+    return None
+
+
+def _describe(record: list[Any]) -> str:
+    kinds = {"m": "metric", "p": "param", "t": "tag", "d": "deleted tag", "u": "run update"}
+    kind = kinds.get(record[0], record[0])
+    if len(record) > 2:
+        value = str(record[2])
+        return f"{kind} {record[1]!r} = {value[:40]!r}{'…' if len(value) > 40 else ''}"
+    return f"{kind} {record[1]!r}"
 
 
 def _status_for(exc: BaseException | None) -> str:
@@ -432,240 +484,152 @@ def _status_for(exc: BaseException | None) -> str:
     return "FAILED"
 
 
-def chunks(items: list[Any], size: int) -> Iterable[list[Any]]:
-    """``items`` in consecutive lists of at most ``size``."""
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
+def _settings_for_run(given: Settings | None) -> Settings:
+    """Explicit settings (their environment part read again now), else the enclosing run's."""
+    if given is not None:
+        return given.refreshed()
+    return current_settings() or Settings()
+
+
+def spool_directory(settings: Settings) -> Path | None:
+    """The spool directory of a run on a remote server, created; ``None`` without a spool."""
+    if settings.spool == "off" or not settings.is_remote:
+        return None
+    directory = Path.cwd() / settings.spool_dir
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        if not os.access(directory, os.W_OK | os.X_OK):
+            raise PermissionError(f"no write permission on {directory}")
+    except OSError as exc:
+        raise ConfigurationError(
+            f"the spool directory {directory} (MICHELANGELO_MLFLOW_SPOOL_DIR) cannot be "
+            f"written: {exc}",
+            variable="MICHELANGELO_MLFLOW_SPOOL_DIR",
+            fix="point MICHELANGELO_MLFLOW_SPOOL_DIR at a writable directory (in a task pod, "
+            "an emptyDir or persistent volume mount), or set MICHELANGELO_MLFLOW_SPOOL=off",
+        ) from exc
+    return directory
+
+
+def route_for(settings: Settings) -> Route:
+    """Where a run's records go: its server, with its own credentials fixed now."""
+    return Route(
+        settings.safe_tracking_uri,
+        host_creds(settings),
+        timeout=min(30.0, max(5.0, settings.spool_grace / 3)),
+        databricks=settings.scheme == "databricks",
+    )
+
+
+def check_arguments(experiment: Any, run_name: Any, options: Mapping[str, Any]) -> None:
+    """Refuse arguments of the wrong type or shape before anything else happens.
+
+    Raises:
+        ConfigurationError: Naming the argument and what to pass instead.
+    """
+    for name, value in (("experiment", experiment), ("run_name", run_name)):
+        if value is not None and not isinstance(value, str):
+            raise ConfigurationError(
+                f"{name}={value!r} is a {type(value).__name__}, not a str",
+                variable=name,
+                fix=f"pass the {name.replace('_', ' ')} as a string, such as "
+                f'{name}="fraud-detection"',
+            )
+        if isinstance(value, str) and not value.strip():
+            raise ConfigurationError(
+                f"{name}={value!r} is empty",
+                variable=name,
+                fix=f"pass a non-blank {name.replace('_', ' ')}, or leave it out "
+                + ("to use MLFLOW_EXPERIMENT_NAME or the default experiment" if name == "experiment"
+                   else "to let MLflow generate one"),
+            )  # fmt: skip
+    _check_option_types(options)
+
+
+def _check_option_types(options: Mapping[str, Any]) -> None:
+    expected: dict[str, tuple[type | tuple[type, ...], str]] = {
+        "tags": (Mapping, 'a mapping of tag names to values, such as tags={"team": "risk"}'),
+        "params": (Mapping, 'a mapping of param names to values, such as params={"lr": 0.1}'),
+        "description": (str, "a string"),
+        "nested": (bool, "True or False"),
+        "run_id": (str, "the run id as a string"),
+        "settings": (Settings, "a michelangelo_mlflow.Settings(...) object"),
+        "key": (str, "a string that identifies the task in its pipeline run"),
+    }
+    for name, value in options.items():
+        if name not in expected:
+            raise ConfigurationError(
+                f"tracking_run() got an unexpected option {name!r}",
+                variable=name,
+                fix=f"use one of: {', '.join(expected)}",
+            )
+        kind, what = expected[name]
+        if value is not None and not isinstance(value, kind):
+            raise ConfigurationError(
+                f"{name}={_short(value)} is a {type(value).__name__}",
+                variable=name,
+                fix=f"pass {what}",
+            )
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def tracking_run(
     experiment: str | None = None,
     run_name: str | None = None,
-    *,
-    tags: Mapping[str, Any] | None = None,
-    params: Mapping[str, Any] | None = None,
-    description: str | None = None,
-    nested: bool = False,
-    run_id: str | None = None,
-    settings: Settings | None = None,
-    key: str | None = None,
+    **options: Unpack[RunOptions],
 ) -> TrackingRun:
     """Open an MLflow run on the configured tracking server, and end it correctly.
 
-    Inside the block, plain ``mlflow.log_*`` calls land in the run. On exit the run
-    is FINISHED; if the block raises, it is FAILED (with the exception's type and
-    redacted message as ``michelangelo.error.*`` tags) and the exception propagates
-    (MLflow and ``requests`` errors as this SDK's typed errors, chained); on
-    ``KeyboardInterrupt`` it is KILLED. MLflow's globals (tracking URI, registry URI,
-    credentials, HTTP retry budget) are set for the block and restored afterwards.
+    Inside the block, plain ``mlflow.log_*`` calls land in the run, through its
+    write-ahead spool: they return once the record is on local disk, and a background
+    thread sends them in batches, so a tracking-server outage never stalls or kills
+    the task (see "When the tracking server is down"). On exit the run is FINISHED;
+    if the block raises, it is FAILED (with the exception's type and redacted message
+    as ``michelangelo.error.*`` tags) and the exception propagates unchanged (only a
+    failure of a call into MLflow becomes this SDK's typed error, chained); on
+    ``KeyboardInterrupt`` or SIGTERM it is KILLED. MLflow's globals (tracking URI,
+    registry URI, credentials, HTTP retry budget) are set for the block and restored
+    after the last tracked run using them ends.
 
     Args:
         experiment: Experiment name; default ``MLFLOW_EXPERIMENT_NAME`` or
             ``MLFLOW_EXPERIMENT_ID``, then ``"Default"``. Created when missing.
         run_name: The run's name; MLflow generates one when omitted.
-        tags: Tags to set (nested mappings flattened with dots; secrets redacted).
-        params: Params to log (nested mappings flattened with dots; secret-looking
-            keys redacted; values over 6,000 characters cut with a warning).
-        description: The run's description (``mlflow.note.content``).
-        nested: Nest under the run already active in this thread.
-        run_id: Resume this run instead of creating one. An inherited
-            ``MLFLOW_RUN_ID`` is never resumed silently: pass it here to resume it.
-        settings: Configuration; default: the enclosing tracked run's, else read
-            from the environment.
-        key: Identity of this run within a pipeline run, for retries (default: the
-            run name). A retried task's run with the same key is attempt N+1, or,
-            with ``MICHELANGELO_MLFLOW_ON_RETRY=resume``, reopens the unfinished one.
+        **options: The run's options (:class:`RunOptions`):
+
+            - ``tags``: tags to set (nested mappings flattened with dots; secrets redacted);
+            - ``params``: params to log (nested mappings flattened with dots;
+              secret-looking keys and passwords in URLs redacted; values over 6,000
+              characters cut with a warning);
+            - ``description``: the run's description (``mlflow.note.content``), redacted;
+            - ``nested``: nest under the run already active in this thread;
+            - ``run_id``: resume this run instead of creating one (an inherited
+              ``MLFLOW_RUN_ID`` is never resumed silently: pass it here);
+            - ``settings``: the configuration (its values from the environment are read
+              again when the run starts); default: the enclosing tracked run's, else
+              the environment's;
+            - ``key``: identity of this run within a pipeline run, for retries (default:
+              the run name): a retried task's run with the same key is attempt N+1, or,
+              with ``MICHELANGELO_MLFLOW_ON_RETRY=resume``, reopens the unfinished one.
 
     Returns:
         A context manager yielding MLflow's ``ActiveRun``.
 
     Raises:
-        ConfigurationError: Invalid configuration or arguments.
+        ConfigurationError: Invalid configuration or arguments (before any run exists).
         PreflightError: The tracking server is unreachable, rejects the
             credentials, or has an incompatible version.
-        TrackingError: An MLflow call failed.
+        TrackingError: An MLflow call failed, or the server refused records of the run.
 
     Example:
         >>> with tracking_run("fraud-detection", run_name="eda") as run:  # doctest: +SKIP
         ...     mlflow.log_metric("rows", 1_000)
     """
-    return TrackingRun(
-        experiment,
-        run_name,
-        tags=tags,
-        params=params,
-        description=description,
-        nested=nested,
-        run_id=run_id,
-        settings=settings,
-        key=key,
-    )
-
-
-@overload
-def tracked(fn: Callable[P, R], /) -> Callable[P, R]: ...
-
-
-@overload
-def tracked(
-    experiment: str | None = None,
-    run_name: str | None = None,
-    *,
-    tags: Mapping[str, Any] | None = None,
-    params: Mapping[str, Any] | None = None,
-    description: str | None = None,
-    nested: bool = False,
-    run_id: str | None = None,
-    settings: Settings | None = None,
-    log_params: str | Iterable[str] | None = None,
-    key: str | None = None,
-) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
-
-
-def tracked(
-    experiment: str | Callable[P, R] | None = None,
-    run_name: str | None = None,
-    *,
-    tags: Mapping[str, Any] | None = None,
-    params: Mapping[str, Any] | None = None,
-    description: str | None = None,
-    nested: bool = False,
-    run_id: str | None = None,
-    settings: Settings | None = None,
-    log_params: str | Iterable[str] | None = None,
-    key: str | None = None,
-) -> Callable[P, R] | Callable[[Callable[P, R]], Callable[P, R]]:
-    """Run every call of the decorated function in its own :func:`tracking_run`.
-
-    Works bare (``@tracked``) and called (``@tracked(experiment=...)``). The wrapper
-    keeps the function's name, qualname, module, docstring, ``__wrapped__`` and
-    signature, so it composes with ``@uniflow.task()`` in either order. The run is
-    named after the function unless ``run_name`` is given, and tagged
-    ``michelangelo.task`` with the function's dotted path.
-
-    Args:
-        experiment: As for :func:`tracking_run`.
-        run_name: As for :func:`tracking_run`; default: the function's name.
-        tags: As for :func:`tracking_run`.
-        params: As for :func:`tracking_run`.
-        description: As for :func:`tracking_run`; default: none.
-        nested: As for :func:`tracking_run`.
-        run_id: As for :func:`tracking_run`.
-        settings: As for :func:`tracking_run`.
-        log_params: Name or names of the function's parameters whose values are
-            logged as params on each call. A scalar is logged under its parameter
-            name; a mapping, dataclass or pydantic model is flattened into its own
-            (dotted) keys, like ``mlflow.log_params(config)``.
-        key: Identity of the task within a pipeline run, for retries; default: the
-            function's dotted path (see :func:`tracking_run`).
-
-    Returns:
-        The wrapped function, or a decorator when called with arguments.
-
-    Raises:
-        ConfigurationError: At decoration time, when ``log_params`` names a
-            parameter the function does not have, or the function is a generator.
-
-    Example:
-        >>> @tracked(experiment="fraud-detection", log_params="config")  # doctest: +SKIP
-        ... def train_model(train_data, config: dict):
-        ...     mlflow.log_metric("auc", 0.91)
-    """
-    if callable(experiment):
-        return tracked()(experiment)
-
-    names = (log_params,) if isinstance(log_params, str) else tuple(log_params or ())
-
-    def decorate(fn: Callable[P, R]) -> Callable[P, R]:
-        task_function = _uniflow_task(fn)
-        if task_function is not None:  # @tracked above @uniflow.task: wrap what it runs
-            wrapped_task = copy.copy(task_function)
-            wrapped_task._fn = decorate(task_function.fn)
-            return wrapped_task  # type: ignore[no-any-return]
-        original = inspect.unwrap(fn)
-        if inspect.isgeneratorfunction(original) or inspect.isasyncgenfunction(original):
-            raise ConfigurationError(
-                f"@tracked cannot wrap the generator function {original.__qualname__}: the "
-                "run would end before the generator runs",
-                variable="fn",
-                fix="use `with tracking_run(...)` inside the generator instead",
-            )
-        signature = inspect.signature(fn)
-        unknown = [n for n in names if n not in signature.parameters]
-        if unknown:
-            raise ConfigurationError(
-                f"log_params names {', '.join(map(repr, unknown))}, which "
-                f"{original.__qualname__}{signature} does not have",
-                variable="log_params",
-                fix=f"use parameter names of {original.__qualname__}: "
-                f"{', '.join(signature.parameters)}",
-            )
-        task = _provenance.dotted_path(original)
-
-        def run_for(args: tuple[Any, ...], kwargs: dict[str, Any]) -> TrackingRun:
-            return TrackingRun(
-                experiment,
-                run_name or original.__name__,
-                tags=tags,
-                params={**(params or {}), **_called_params(signature, names, args, kwargs)},
-                description=description,
-                nested=nested,
-                run_id=run_id,
-                settings=settings,
-                key=key,
-                task=task,
-            )
-
-        if inspect.iscoroutinefunction(original):
-
-            @functools.wraps(fn)
-            async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
-                with run_for(args, kwargs):
-                    return await fn(*args, **kwargs)  # type: ignore[misc]
-
-            return async_wrapper  # type: ignore[return-value]
-
-        @functools.wraps(fn)
-        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-            with run_for(args, kwargs):
-                return fn(*args, **kwargs)
-
-        return wrapper
-
-    return decorate
-
-
-def _called_params(
-    signature: inspect.Signature,
-    names: tuple[str, ...],
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-) -> dict[str, Any]:
-    if not names:
-        return {}
-    bound = signature.bind(*args, **kwargs)
-    bound.apply_defaults()
-    logged: dict[str, Any] = {}
-    for name in names:
-        value = bound.arguments[name]
-        flat = _params.flatten(value) if _params.is_nested(value) else {name: value}
-        clash = sorted(set(flat) & set(logged))
-        if clash:
-            raise ConfigurationError(
-                f"log_params: {', '.join(clash)} would be logged twice",
-                variable="log_params",
-                fix="log only one of the parameters that share these keys",
-            )
-        logged.update(flat)
-    return logged
-
-
-def _uniflow_task(fn: Any) -> Any:
-    module = sys.modules.get("michelangelo.uniflow.core.decorator")
-    task_class = getattr(module, "TaskFunction", None)
-    if task_class is not None and isinstance(fn, task_class):
-        return fn
-    return None
+    return TrackingRun(experiment, run_name, **options)
 
 
 def next_step(metric: str | None = None) -> int:

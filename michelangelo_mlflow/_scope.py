@@ -1,32 +1,87 @@
 """Point MLflow's process globals at one configuration, and put them back afterwards.
 
-MLflow keeps its configuration in process globals: the tracking and registry URIs
-and a handful of environment variables it reads on every request (credentials, TLS,
-the HTTP retry budget, ``MLFLOW_RUN_ID``). :func:`mlflow_scope` is the one place that
-sets them, for the duration of a run or a registration, and restores every one of
-them on exit, so that secrets never outlive the scope in ``os.environ`` and two
-sequential runs against different servers each land on their own server.
+MLflow keeps its configuration in process globals: the tracking and registry URIs,
+the active experiment and a handful of environment variables it reads on every
+request (credentials, TLS, the HTTP retry budget, ``MLFLOW_RUN_ID``).
+:func:`mlflow_scope` is the one place that sets them, for the duration of a run or a
+registration, and restores every one of them when the last scope using them ends,
+so that secrets never outlive a run in ``os.environ``.
 
-The globals are process-wide: scopes on several threads at once must share one
-configuration.
+Scopes are counted across threads (the record lives in ``STATE``):
+
+- ``applied``: no scope held the globals, or only scopes of this same thread (a
+  nested scope): this one sets them, and puts back what it found when it ends;
+- ``shared``: scopes of other threads hold the globals with the same configuration:
+  this one uses them, and the last scope to end restores what the first found;
+- ``routed``: scopes of other threads hold them with another configuration (another
+  server or other credentials). The globals are left alone; a tracked run in this
+  scope still lands on its own server with its own credentials, because every call
+  about the run goes through its spool and this SDK's tracking store, which route by
+  run. What only MLflow's globals decide (``mlflow.get_tracking_uri()``, artifact
+  uploads and models logged with the fluent API, registry calls) follows the other
+  configuration while both are open; :class:`~michelangelo_mlflow._run.TrackingRun`
+  warns about that, and refuses the combination when no spool can route the run.
 """
 
 from __future__ import annotations
 
 import os
+import threading
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 from pydantic import SecretStr
 
 from michelangelo_mlflow._errors import import_mlflow
 from michelangelo_mlflow._settings import Settings
+from michelangelo_mlflow._state import STATE
 
-__all__ = ["mlflow_environment", "mlflow_scope", "set_active_experiment"]
+__all__ = [
+    "ScopeMode",
+    "holder_description",
+    "mlflow_environment",
+    "mlflow_scope",
+    "set_active_experiment",
+]
+
+ScopeMode = Literal["applied", "shared", "routed"]
+
+_VARIABLES = (
+    "MLFLOW_TRACKING_URI",
+    "MLFLOW_TRACKING_USERNAME",
+    "MLFLOW_TRACKING_PASSWORD",
+    "MLFLOW_TRACKING_TOKEN",
+    "MLFLOW_TRACKING_INSECURE_TLS",
+    "MLFLOW_TRACKING_SERVER_CERT_PATH",
+    "DATABRICKS_HOST",
+    "DATABRICKS_TOKEN",
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT",
+    "MLFLOW_ALLOW_FILE_STORE",
+    "MLFLOW_RUN_ID",
+)
+"""Every variable a scope may set; all of them are saved and restored together."""
+
+
+@dataclass
+class _Holder:
+    """One configuration applied to MLflow's globals, and the scopes using it."""
+
+    key: tuple[Any, ...]
+    saved: tuple[dict[str, str | None], str | None, str | None, str | None]
+    tracking_uri: str
+    users: Counter[int] = field(default_factory=Counter)
 
 
 def mlflow_environment(settings: Settings) -> dict[str, str | None]:
     """The MLflow environment variables a scope sets (``None``: unset).
+
+    The HTTP retry budget is included only when this SDK chooses one (see
+    ``Settings.http_budget``); otherwise MLflow's own is left as it is.
 
     Args:
         settings: The resolved configuration.
@@ -50,48 +105,79 @@ def mlflow_environment(settings: Settings) -> dict[str, str | None]:
         ),
         "DATABRICKS_HOST": settings.databricks_host,
         "DATABRICKS_TOKEN": secret(settings.databricks_token),
-        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(settings.http_max_retries),
-        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": str(settings.http_backoff_factor),
-        "MLFLOW_HTTP_REQUEST_TIMEOUT": str(int(settings.http_timeout)),
+        **settings.http_budget(),
+        "MLFLOW_ALLOW_FILE_STORE": "true" if settings.allow_file_store else None,
         # Never resume someone else's run: resuming takes an explicit run_id=.
         "MLFLOW_RUN_ID": None,
     }
 
 
 @contextmanager
-def mlflow_scope(settings: Settings) -> Iterator[None]:
+def mlflow_scope(settings: Settings) -> Iterator[ScopeMode]:
     """Set MLflow's tracking URI, registry URI and environment for the block.
 
     Args:
         settings: The resolved configuration.
 
     Yields:
-        Nothing; MLflow's fluent API and ``MlflowClient()`` use ``settings`` inside.
+        How the block relates to MLflow's globals: ``applied``, ``shared`` or
+        ``routed`` (see the module docstring).
 
     Raises:
         MissingDependencyError: MLflow cannot be imported.
     """
     import_mlflow()  # a missing or broken MLflow install: MissingDependencyError
-    from mlflow.tracking import fluent
-    from mlflow.tracking._model_registry import utils as registry_utils
-    from mlflow.tracking._tracking_service import utils as tracking_utils
-
     environment = mlflow_environment(settings)
-    saved_env = {name: os.environ.get(name) for name in environment}
-    saved_tracking_uri = tracking_utils._tracking_uri
-    saved_registry_uri: str | None = registry_utils._registry_uri
-    saved_experiment_id: str | None = fluent._active_experiment_id
+    key = (tuple(sorted(environment.items())), settings.registry_uri)
+    thread = threading.get_ident()
+    holder: _Holder | None
+    with STATE.lock:
+        stack: list[_Holder] = STATE.globals_stack
+        top = stack[-1] if stack else None
+        if top is not None and top.key == key:
+            mode: ScopeMode = "shared"
+            holder = top
+        elif top is None or set(top.users) <= {thread}:
+            mode = "applied"
+            holder = _Holder(key, _save(), settings.safe_tracking_uri)
+            _apply(environment, settings.registry_uri)
+            stack.append(holder)
+        else:
+            mode, holder = "routed", None
+        if holder is not None:
+            holder.users[thread] += 1
     try:
-        _apply(environment)
-        _set_tracking_uri(environment["MLFLOW_TRACKING_URI"])
-        vars(registry_utils)["_registry_uri"] = settings.registry_uri  # a module global
-        set_active_experiment(None)  # one set for another server must not leak in
-        yield
+        yield mode
     finally:
-        _set_tracking_uri(saved_tracking_uri)
-        vars(registry_utils)["_registry_uri"] = saved_registry_uri
-        set_active_experiment(saved_experiment_id)
-        _apply(saved_env)
+        if holder is not None:
+            _release(holder, thread)
+
+
+def holder_description() -> str:
+    """Which tracking URI MLflow's globals point at, for messages; empty when none."""
+    with STATE.lock:
+        stack: list[_Holder] = STATE.globals_stack
+        return stack[-1].tracking_uri if stack else ""
+
+
+def _release(holder: _Holder, thread: int) -> None:
+    with STATE.lock:
+        holder.users[thread] -= 1
+        if holder.users[thread] <= 0:
+            del holder.users[thread]
+        if holder.users:
+            return
+        stack: list[_Holder] = STATE.globals_stack
+        index = stack.index(holder)
+        del stack[index]
+        if index < len(stack):  # a scope above still uses its own: it restores ours later
+            stack[index].saved = holder.saved
+            return
+        environment, tracking_uri, registry_uri, experiment_id = holder.saved
+        _set_tracking_uri(tracking_uri)
+        _set_registry_uri(registry_uri)
+        set_active_experiment(experiment_id)
+        _set_environment(environment)
 
 
 def set_active_experiment(experiment_id: str | None) -> None:
@@ -105,14 +191,40 @@ def set_active_experiment(experiment_id: str | None) -> None:
     vars(fluent)["_active_experiment_id"] = experiment_id
 
 
+def _save() -> tuple[dict[str, str | None], str | None, str | None, str | None]:
+    from mlflow.tracking import fluent
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    return (
+        {name: os.environ.get(name) for name in _VARIABLES},
+        tracking_utils._tracking_uri,
+        registry_utils._registry_uri,
+        fluent._active_experiment_id,
+    )
+
+
+def _apply(environment: dict[str, str | None], registry_uri: str | None) -> None:
+    _set_environment({name: environment.get(name) for name in _VARIABLES if name in environment})
+    _set_tracking_uri(environment["MLFLOW_TRACKING_URI"])
+    _set_registry_uri(registry_uri)
+    set_active_experiment(None)  # one set for another server must not leak in
+
+
 def _set_tracking_uri(uri: str | None) -> None:
     import mlflow
 
-    # set_tracking_uri(None) also deletes MLFLOW_TRACKING_URI; _apply restores it after.
+    # set_tracking_uri(None) also deletes MLFLOW_TRACKING_URI; the environment is set after.
     mlflow.set_tracking_uri(uri)  # type: ignore[arg-type]
 
 
-def _apply(environment: dict[str, str | None]) -> None:
+def _set_registry_uri(uri: str | None) -> None:
+    from mlflow.tracking._model_registry import utils as registry_utils
+
+    vars(registry_utils)["_registry_uri"] = uri  # a module global
+
+
+def _set_environment(environment: dict[str, str | None]) -> None:
     for name, value in environment.items():
         if value is None:
             os.environ.pop(name, None)

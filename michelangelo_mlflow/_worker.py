@@ -8,9 +8,10 @@ run (run id, experiment id, tracking URI without credentials; never a secret).
 
 The worker side, :func:`worker_run`, reads that context through :class:`Settings` and
 yields a :class:`WorkerRun` handle. Only the logging ranks (world rank 0 by default;
-every rank with ``per_worker=True``) point MLflow at the server and create a client;
-the others get a handle whose calls return at once. The worker never ends the run:
-the driver owns its status.
+every rank with ``per_worker=True``) point MLflow at the server and open the run's
+spool in the worker (so their records, and plain ``mlflow`` calls for the run, take
+the same outage-proof path as the driver's); the others get a handle whose calls
+return at once. The worker never ends the run: the driver owns its status.
 
 This module does not import Ray, so ``michelangelo_mlflow.worker_run`` is importable
 without the ``ray`` extra.
@@ -22,16 +23,22 @@ import contextlib
 import json
 import sys
 import time
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from michelangelo_mlflow._courier import RunSpool, close_run, open_run
 from michelangelo_mlflow._errors import translate
-from michelangelo_mlflow._run import RunLogger, RunState, chunks, current_run
+from michelangelo_mlflow._params import ParamTagWriter
+from michelangelo_mlflow._run import RunState, current_run, route_for, spool_directory
 from michelangelo_mlflow._scope import mlflow_environment, mlflow_scope
 from michelangelo_mlflow._settings import Settings, variables_of
-from michelangelo_mlflow.exceptions import ConfigurationError
+from michelangelo_mlflow._state import STATE
+from michelangelo_mlflow._store import routing_to
+from michelangelo_mlflow.exceptions import ConfigurationError, MichelangeloMlflowWarning
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
@@ -55,8 +62,17 @@ CREDENTIAL_VARIABLES = frozenset(
 )
 """The variables left out by ``worker_environment(credentials=False)``."""
 
-_KNOBS = ("http_max_retries", "http_backoff_factor", "http_timeout")
-_METRICS_PER_BATCH = 1000  # MLflow's limit of metrics per log_batch
+_KNOBS = (
+    "http_max_retries",
+    "http_backoff_factor",
+    "http_timeout",
+    "spool",
+    "spool_grace",
+    "spool_max_bytes",
+    "flush_interval",
+    "allow_local_store",
+)
+"""This SDK's settings a worker inherits from the driver (when set)."""
 
 _FIX_PROPAGATE = (
     "inside the driver's tracked run, pass michelangelo_mlflow.ray.runtime_env() to Ray: "
@@ -162,10 +178,16 @@ def worker_environment(*, credentials: bool = True) -> dict[str, str]:
         for name, value in mlflow_environment(settings).items()
         if value is not None and (credentials or name not in CREDENTIAL_VARIABLES)
     }
+    if not credentials:  # a database URI may carry its own user:password@
+        environment["MLFLOW_TRACKING_URI"] = settings.safe_tracking_uri
     if settings.registry_uri is not None:
         environment[variables_of("registry_uri")[0]] = settings.registry_uri
     for knob in _KNOBS:
-        environment[variables_of(knob)[0]] = str(getattr(settings, knob))
+        value = getattr(settings, knob)
+        if value is not None:
+            environment[variables_of(knob)[0]] = str(
+                int(value) if knob == "spool_max_bytes" else value
+            )
     environment[CONTEXT_VARIABLE] = context.to_json()
     return environment
 
@@ -223,7 +245,8 @@ class WorkerRun:
         self._state = RunState.NEW
         self._stack = contextlib.ExitStack()
         self._client: MlflowClient | None = None
-        self._logger: RunLogger | None = None
+        self._writer: ParamTagWriter | None = None
+        self._spool: RunSpool | None = None
 
     def __repr__(self) -> str:
         return f"WorkerRun(run_id={self.run_id!r}, rank={self.rank}, logging={self.logging})"
@@ -301,8 +324,7 @@ class WorkerRun:
             for key, value in metrics.items()
         ]
         with translate(self.settings.safe_tracking_uri, run_id=self.run_id):
-            for chunk in chunks(entries, _METRICS_PER_BATCH):
-                client.log_batch(self.run_id, metrics=chunk, synchronous=True)
+            client.log_batch(self.run_id, metrics=entries)
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         """Log params on a logging rank: flattened, redacted and bounded like the driver's.
@@ -319,9 +341,9 @@ class WorkerRun:
         """
         if self._sending() is None:
             return
-        assert self._logger is not None
+        assert self._writer is not None
         with translate(self.settings.safe_tracking_uri, run_id=self.run_id):
-            self._logger.log_params(params)
+            self._writer.log_params(params)
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         """Set tags on a logging rank: flattened, redacted and bounded like the driver's.
@@ -335,9 +357,9 @@ class WorkerRun:
         """
         if self._sending() is None:
             return
-        assert self._logger is not None
+        assert self._writer is not None
         with translate(self.settings.safe_tracking_uri, run_id=self.run_id):
-            self._logger.set_tags(tags)
+            self._writer.set_tags(tags)
 
     def _sending(self) -> MlflowClient | None:
         if self._state is not RunState.OPEN:
@@ -349,27 +371,61 @@ class WorkerRun:
     def _attach(self) -> None:
         from mlflow.tracking import MlflowClient
 
-        self._stack.enter_context(mlflow_scope(self.settings))
-        uri = self.settings.safe_tracking_uri
-        client = MlflowClient()
+        settings = self.settings
+        directory = spool_directory(settings)
+        self._stack.enter_context(mlflow_scope(settings))
+        route = route_for(settings) if directory is not None else None
+        self._stack.enter_context(routing_to(route))
+        uri = settings.safe_tracking_uri
+        client = MlflowClient(settings.effective_tracking_uri)
         with translate(uri, run_id=self.run_id):
-            status = client.get_run(self.run_id).info.status
-        if status != "RUNNING":
+            run = client.get_run(self.run_id)
+        if run.info.status != "RUNNING":
             raise ConfigurationError(
-                f"the driver's run {self.run_id} on {uri} is {status}, not RUNNING: the "
-                "worker's runtime env was built for a run that has ended",
+                f"the driver's run {self.run_id} on {uri} is {run.info.status}, not RUNNING: "
+                "the worker's runtime env was built for a run that has ended",
                 variable=CONTEXT_VARIABLE,
                 fix="build the runtime env inside each tracked run, where the workers are "
                 "started: " + _FIX_PROPAGATE,
             )
+        if directory is not None and route is not None and self.run_id not in STATE.spools:
+            self._spool = open_run(
+                directory,
+                route,
+                run,
+                role="worker",
+                max_bytes=int(settings.spool_max_bytes),
+                interval=settings.flush_interval,
+            )
         self._client = client
-        self._logger = RunLogger(client, self.run_id, self.settings.secret_values())
+        self._writer = ParamTagWriter(client, self.run_id, settings.secret_values())
 
     def _close(self) -> None:
         self._state = RunState.CLOSED
         self._client = None
-        self._logger = None
-        self._stack.close()
+        self._writer = None
+        try:
+            if self._spool is not None:
+                self._deliver_rest(self._spool)
+        finally:
+            self._spool = None
+            self._stack.close()
+
+    def _deliver_rest(self, spool: RunSpool) -> None:
+        grace = self.settings.spool_grace
+        for outcome in close_run(spool, grace):
+            if outcome.delivered and outcome.error is None:
+                continue
+            where = Path(outcome.path or spool.segment.path).parent.parent
+            reason = outcome.error.message if outcome.error else outcome.outage or "no answer"
+            warnings.warn(
+                f"worker (rank {self.rank}): records of run {self.run_id} did not reach "
+                f"{self.settings.safe_tracking_uri} within the {grace:g} s grace ({reason}); "
+                f"they are kept in {where}: run `michelangelo-mlflow sync --spool {where}` on "
+                "this node when the server is back",
+                MichelangeloMlflowWarning,
+                stacklevel=3,
+            )
 
 
 def worker_run(*, per_worker: bool = False, rank: int | None = None) -> WorkerRun:

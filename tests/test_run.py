@@ -230,8 +230,10 @@ def test_globals_are_restored(settings: mm.Settings, monkeypatch: pytest.MonkeyP
     before_uri = mlflow.get_tracking_uri()
     with mm.tracking_run("globals", settings=settings):
         assert mlflow.get_tracking_uri() == settings.tracking_uri
-        assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == str(settings.http_max_retries)
-        assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == str(int(settings.http_timeout))
+        # The spool is on: a synchronous call gives up after about the 30 s grace.
+        assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "5"
+        assert os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] == "1"
+        assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "30"
     assert mlflow.get_tracking_uri() == before_uri
     assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "7"
     assert "MLFLOW_TRACKING_URI" not in os.environ

@@ -1,0 +1,63 @@
+"""All of this SDK's process state, in one object with one lock.
+
+Everything the SDK remembers between calls lives in :data:`STATE`: passing preflight
+reports and the version warnings already issued, the server versions the preflight
+saw, experiment ids already resolved, the spools of open runs and their courier, and
+who holds MLflow's process globals. Nothing else in the package keeps mutable
+module-level state, so :func:`michelangelo_mlflow.testing.reset` (and its pytest
+fixture) can put a process back to its start in one call.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from michelangelo_mlflow._courier import Courier, RunSpool
+
+__all__ = ["STATE", "State"]
+
+
+@dataclass
+class State:
+    """The SDK's mutable process state; hold :attr:`lock` to read or change it.
+
+    Attributes:
+        lock: Guards every field (re-entrant).
+        preflight_reports: Passing preflight reports by (tracking URI, credential digest).
+        version_warnings: (tracking URI, server version) pairs already warned about.
+        server_versions: Server versions seen by the preflight, by tracking URI.
+        experiment_ids: Experiment ids by (tracking URI, name or id).
+        spools: The spool of every run open in this process, by run id. Read without
+            the lock on the logging path (a dict lookup is atomic).
+        courier: The thread that delivers spooled records, once started.
+        globals_stack: The configurations applied to MLflow's process globals by open
+            scopes, innermost last, each with the scopes using it (see ``_scope``).
+    """
+
+    lock: threading.RLock = field(default_factory=threading.RLock)
+    preflight_reports: dict[tuple[str, str], Any] = field(default_factory=dict)
+    version_warnings: set[tuple[str, str]] = field(default_factory=set)
+    server_versions: dict[str, str] = field(default_factory=dict)
+    experiment_ids: dict[tuple[str, str | None], str] = field(default_factory=dict)
+    spools: dict[str, RunSpool] = field(default_factory=dict)
+    courier: Courier | None = None
+    globals_stack: list[Any] = field(default_factory=list)
+
+    def forget(self) -> None:
+        """Forget every cache (reports, warnings, versions, experiment ids).
+
+        Open runs, their spools and the globals they hold are left alone: they belong
+        to code that is still running.
+        """
+        with self.lock:
+            self.preflight_reports.clear()
+            self.version_warnings.clear()
+            self.server_versions.clear()
+            self.experiment_ids.clear()
+
+
+STATE = State()
+"""The process's one :class:`State`."""

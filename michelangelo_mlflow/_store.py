@@ -1,0 +1,363 @@
+"""MLflow tracking stores that send an open tracked run's records through its spool.
+
+MLflow picks a tracking store by the tracking URI's scheme, from a registry that
+packages extend through the ``mlflow.tracking_store`` entry point; MLflow registers
+plugins after its own stores, so this package's entry points provide the stores for
+``http``, ``https`` and ``databricks``. Each is MLflow's own REST store class with
+this mixin in front: for a run that is not open in a tracked run of this process,
+every call goes to MLflow's implementation unchanged; for one that is, the calls that
+write (metrics, params, tags, deleted tags, status) go to the run's spool and return
+at once, and the calls that read or create (``get_run``, metric history, child runs,
+inputs and outputs) go to the run's own server with the run's own credentials, after
+the records pending for it are delivered.
+
+So plain ``mlflow.log_metric`` and ``MlflowClient().log_batch`` calls take the spool's
+path without any patching, ``mlflow.get_tracking_uri()`` still names the real server,
+and a run lands on its own server even when another thread's tracked run has pointed
+MLflow's process-wide tracking URI elsewhere.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from michelangelo_mlflow._state import STATE
+
+if TYPE_CHECKING:
+    from michelangelo_mlflow._courier import RunSpool
+    from michelangelo_mlflow._delivery import Route
+    from michelangelo_mlflow._settings import Settings
+
+__all__ = [
+    "artifacts_repository",
+    "databricks_store",
+    "direct_store",
+    "host_creds",
+    "http_store",
+    "routing_to",
+]
+
+READ_WAIT = 5.0
+"""Seconds a read of an open run waits for its pending records to be delivered."""
+
+PARENT_TAG = "mlflow.parentRunId"
+
+_ROUTE: contextvars.ContextVar[Route | None] = contextvars.ContextVar(
+    "michelangelo_mlflow_route", default=None
+)
+"""The server and credentials of the tracked run open in this context, if any."""
+
+
+def http_store(store_uri: str, **_: Any) -> Any:
+    """The ``http``/``https`` tracking store (MLflow's ``RestStore`` behind the spool)."""
+    from mlflow.store.tracking.rest_store import RestStore
+    from mlflow.utils.credentials import get_default_host_creds
+
+    return _build(RestStore, store_uri, get_default_host_creds)
+
+
+def databricks_store(store_uri: str, **_: Any) -> Any:
+    """The ``databricks`` tracking store (MLflow's Databricks REST store behind the spool)."""
+    from mlflow.utils.databricks_utils import get_databricks_host_creds
+
+    return _build(_databricks_base(), store_uri, get_databricks_host_creds)
+
+
+def artifacts_repository(artifact_uri: str, *args: Any, **kwargs: Any) -> Any:
+    """The ``mlflow-artifacts`` repository (artifacts proxied by the tracking server).
+
+    For a run open in a tracked run, an upload that cannot reach the server is kept in
+    the run's spool and uploaded when it answers again, in order with the run's records.
+    """
+    from mlflow.store.artifact.mlflow_artifacts_repo import MlflowArtifactsRepository
+
+    return _spooling_artifacts(MlflowArtifactsRepository)(artifact_uri, *args, **kwargs)
+
+
+@functools.cache
+def _spooling_artifacts(base: type) -> type:
+    name = f"Spooling{base.__name__}"
+    return type(name, (SpoolingArtifactsMixin, base), {"__module__": __name__})
+
+
+class SpoolingArtifactsMixin:
+    """Keep an artifact in the run's spool when the server is down, instead of failing."""
+
+    artifact_uri: str
+
+    def log_artifact(self, local_file: str, artifact_path: str | None = None) -> None:
+        self._upload_or_keep("log_artifact", local_file, artifact_path)
+
+    def log_artifacts(self, local_dir: str, artifact_path: str | None = None) -> None:
+        self._upload_or_keep("log_artifacts", local_dir, artifact_path)
+
+    def _upload_or_keep(self, method: str, local: str, artifact_path: str | None) -> None:
+        from michelangelo_mlflow._delivery import is_transport_failure
+
+        spool = _artifact_spool(self.artifact_uri)
+        if spool is None or not spool.outage_now():
+            try:
+                getattr(super(), method)(local, artifact_path)
+                return
+            except Exception as exc:
+                if spool is None or not is_transport_failure(exc):
+                    raise
+        copy = spool.keep_artifact(local, artifact_path, self.artifact_uri)
+        logging.getLogger("michelangelo_mlflow.spool").warning(
+            "the tracking server at %s is not answering: %s is kept in the spool as %s and "
+            "uploaded to run %s when it answers again",
+            spool.route.tracking_uri, local, copy, spool.run_id,
+        )  # fmt: skip
+
+
+def _artifact_spool(artifact_uri: str) -> RunSpool | None:
+    for spool in list(STATE.spools.values()):
+        if f"/{spool.run_id}/artifacts" in artifact_uri:
+            return spool
+    return None
+
+
+def _build(base: type, store_uri: str, default: Callable[[str], Any]) -> Any:
+    store = _spooling(base)(functools.partial(_host_creds, store_uri, default))
+    store.spool_uri = _safe(store_uri)
+    return store
+
+
+def _host_creds(store_uri: str, default: Callable[[str], Any]) -> Any:
+    """The open tracked run's credentials for its own server; MLflow's reading otherwise."""
+    route = _ROUTE.get()
+    if route is not None and route.tracking_uri == _safe(store_uri):
+        return route.host_creds()
+    return default(store_uri)
+
+
+def host_creds(
+    settings: Settings, *, uri: str | None = None, credentials: bool = True
+) -> Callable[[], Any]:
+    """The credentials of a run's server, fixed now from ``settings``.
+
+    MLflow's own reading of its environment supplies what this SDK does not manage
+    (client certificates, auth plugins); user, password, token and TLS verification
+    come from ``settings``, so a run keeps its credentials whatever other threads set.
+
+    Args:
+        settings: The run's configuration.
+        uri: Another server than the settings' (for a leftover of it).
+        credentials: Send user, password and token (off for another server).
+    """
+    uri = uri or settings.effective_tracking_uri
+    if uri.startswith("databricks"):
+        from mlflow.utils.databricks_utils import get_databricks_host_creds
+
+        return functools.partial(get_databricks_host_creds, uri)
+    from mlflow.utils.credentials import get_default_host_creds
+
+    creds = get_default_host_creds(uri)  # type: ignore[no-untyped-call]
+    basic = credentials and settings.credential_method == "basic"
+    secret = {name: value.get_secret_value() if value else None for name, value in (
+        ("username", settings.username if basic else None),
+        ("password", settings.password if basic else None),
+        ("token", settings.tracking_token if credentials else None),
+    )}  # fmt: skip
+    creds.username, creds.password, creds.token = (
+        secret["username"],
+        secret["password"],
+        secret["token"],
+    )
+    creds.ignore_tls_verification = settings.insecure_tls
+    creds.server_cert_path = str(settings.server_cert_path) if settings.server_cert_path else None
+    return lambda: creds
+
+
+@contextmanager
+def routing_to(route: Route | None) -> Iterator[None]:
+    """Make ``route`` this context's tracked run: its server gets its credentials."""
+    token = _ROUTE.set(route)
+    try:
+        yield
+    finally:
+        _ROUTE.reset(token)
+
+
+def _safe(uri: str) -> str:
+    if uri == "databricks":
+        return uri
+    parts = urlsplit(uri)
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return parts._replace(netloc=host, query="", fragment="").geturl()
+
+
+def direct_store(host_creds: Callable[[], Any], *, databricks: bool) -> Any:
+    """MLflow's own REST store for one server and set of credentials (no spool)."""
+    from mlflow.store.tracking.rest_store import RestStore
+
+    return (_databricks_base() if databricks else RestStore)(host_creds)
+
+
+def _databricks_base() -> type:
+    try:  # MLflow 3
+        from mlflow.store.tracking.databricks_rest_store import DatabricksTracingRestStore
+    except ImportError:  # MLflow 2
+        from mlflow.store.tracking.rest_store import RestStore
+
+        return RestStore
+    return DatabricksTracingRestStore
+
+
+@functools.cache
+def _spooling(base: type) -> type:
+    return type(f"Spooling{base.__name__}", (SpoolingStoreMixin, base), {"__module__": __name__})
+
+
+def _spool(run_id: str) -> RunSpool | None:
+    return STATE.spools.get(run_id)
+
+
+class SpoolingStoreMixin:
+    """Route the calls for runs open in a tracked run to their spool or their server.
+
+    Every method falls through to MLflow's store when the run has no spool here.
+    """
+
+    # --- writes: spooled ---------------------------------------------------------------
+    def log_metric(self, run_id: str, metric: Any) -> None:
+        spool = _spool(run_id)
+        if spool is None:
+            return super().log_metric(run_id, metric)  # type: ignore[misc, no-any-return]
+        spool.log(metrics=(metric,))
+        return None
+
+    def log_param(self, run_id: str, param: Any) -> None:
+        spool = _spool(run_id)
+        if spool is None:
+            return super().log_param(run_id, param)  # type: ignore[misc, no-any-return]
+        spool.log(params=(param,))
+        return None
+
+    def set_tag(self, run_id: str, tag: Any) -> None:
+        spool = _spool(run_id)
+        if spool is None:
+            return super().set_tag(run_id, tag)  # type: ignore[misc, no-any-return]
+        spool.log(tags=(tag,))
+        return None
+
+    def log_batch(
+        self, run_id: str, metrics: Sequence[Any], params: Sequence[Any], tags: Sequence[Any]
+    ) -> None:
+        spool = _spool(run_id)
+        if spool is None:
+            return super().log_batch(run_id, metrics, params, tags)  # type: ignore[misc, no-any-return]
+        spool.log(metrics, params, tags)
+        return None
+
+    def delete_tag(self, run_id: str, key: str) -> None:
+        spool = _spool(run_id)
+        if spool is None:
+            return super().delete_tag(run_id, key)  # type: ignore[misc, no-any-return]
+        spool.delete_tag(key)
+        return None
+
+    def update_run_info(self, run_id: str, run_status: Any, end_time: Any, run_name: Any) -> Any:
+        spool = _spool(run_id)
+        if spool is None:
+            return super().update_run_info(run_id, run_status, end_time, run_name)  # type: ignore[misc]
+        from mlflow.entities import RunInfo, RunStatus
+
+        status = RunStatus.to_string(run_status) if run_status is not None else None
+        spool.update(status, end_time, run_name)
+        run = spool.snapshot()
+        if run is None:
+            return None
+        info = run.info
+        return RunInfo(
+            run_id=info.run_id,
+            experiment_id=info.experiment_id,
+            user_id=info.user_id,
+            status=status or info.status,
+            start_time=info.start_time,
+            end_time=end_time if end_time is not None else info.end_time,
+            lifecycle_stage=info.lifecycle_stage,
+            artifact_uri=info.artifact_uri,
+            run_name=run_name or info.run_name,
+        )
+
+    # --- reads: the run's own server, after its pending records -------------------------
+    def get_run(self, run_id: str) -> Any:
+        spool = _spool(run_id)
+        if spool is None:
+            return super().get_run(run_id)  # type: ignore[misc]
+        run = spool.refresh(READ_WAIT)
+        return run if run is not None else spool.snapshot()
+
+    def get_metric_history(self, run_id: str, metric_key: str, *args: Any, **kwargs: Any) -> Any:
+        spool = _spool(run_id)
+        if spool is None:
+            return super().get_metric_history(run_id, metric_key, *args, **kwargs)  # type: ignore[misc]
+        spool.flush(READ_WAIT)
+        return _direct(spool).get_metric_history(run_id, metric_key, *args, **kwargs)
+
+    def _search_runs(self, *args: Any, **kwargs: Any) -> Any:
+        for spool in list(STATE.spools.values()):
+            if not spool.outage_now():
+                spool.flush(READ_WAIT)
+        return super()._search_runs(*args, **kwargs)  # type: ignore[misc]
+
+    # --- other calls about the run: its own server --------------------------------------
+    def log_inputs(self, run_id: str, *args: Any, **kwargs: Any) -> Any:
+        spool = _spool(run_id)
+        if spool is None:
+            return super().log_inputs(run_id, *args, **kwargs)  # type: ignore[misc]
+        return _direct(spool).log_inputs(run_id, *args, **kwargs)
+
+    def log_outputs(self, run_id: str, *args: Any, **kwargs: Any) -> Any:
+        spool = _spool(run_id)
+        if spool is None:
+            return super().log_outputs(run_id, *args, **kwargs)  # type: ignore[misc]
+        return _direct(spool).log_outputs(run_id, *args, **kwargs)
+
+    def record_logged_model(self, run_id: str, *args: Any, **kwargs: Any) -> Any:
+        spool = _spool(run_id)
+        if spool is None:
+            return super().record_logged_model(run_id, *args, **kwargs)  # type: ignore[misc]
+        return _direct(spool).record_logged_model(run_id, *args, **kwargs)
+
+    def create_run(
+        self, experiment_id: str, user_id: str, start_time: int, tags: Any, run_name: Any
+    ) -> Any:
+        parent = _spool(_tag(tags, PARENT_TAG) or "")
+        if parent is not None:  # a run nested under an open tracked run lives where it lives
+            from michelangelo_mlflow._courier import open_child
+
+            if parent.route.tracking_uri != getattr(self, "spool_uri", ""):
+                assert parent.run is not None
+                experiment_id = parent.run.info.experiment_id  # the given one is another server's
+            run = _direct(parent).create_run(experiment_id, user_id, start_time, tags, run_name)
+            open_child(parent, run)
+            return run
+        route = _ROUTE.get()
+        if route is not None and route.tracking_uri != getattr(
+            self, "spool_uri", route.tracking_uri
+        ):
+            from michelangelo_mlflow._store import direct_store
+
+            # This context's tracked run is on another server than MLflow's global URI.
+            store = direct_store(route.host_creds, databricks=route.databricks)
+            return store.create_run(experiment_id, user_id, start_time, tags, run_name)
+        return super().create_run(experiment_id, user_id, start_time, tags, run_name)  # type: ignore[misc]
+
+
+def _direct(spool: RunSpool) -> Any:
+    return spool.direct_store()
+
+
+def _tag(tags: Any, key: str) -> str | None:
+    for tag in tags or ():
+        if getattr(tag, "key", None) == key:
+            return str(tag.value)
+    return None

@@ -1,0 +1,126 @@
+"""A real loopback HTTP proxy in front of a real tracking server, for faults mid-run.
+
+``FaultProxy(upstream)`` forwards every request to the server until told otherwise:
+
+- ``proxy.mode = "503"``: answer every request 503 (a server in trouble);
+- ``proxy.mode = "hang"``: accept and never answer (a stuck load balancer);
+- ``proxy.drop_answers(path, n)``: forward the next ``n`` requests to ``path`` and drop
+  the server's answer (the connection closes): the server applied them, the client
+  cannot know;
+- ``proxy.mode = "forward"``: back to normal.
+
+Every request is recorded with the status the client got (``None`` when it got none).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+
+import requests
+
+_HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "host"}
+
+
+class FaultProxy:
+    """A loopback proxy to ``upstream`` whose faults tests switch on and off."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream.rstrip("/")
+        self.mode = "forward"
+        self.log: list[tuple[str, str, int | None]] = []
+        self._drops: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._session = requests.Session()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _handle(self) -> None:
+                outer._serve(self)
+
+            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _handle
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.port: int = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        """The proxy's URL: use it as the tracking URI."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def drop_answers(self, path: str, count: int = 1) -> None:
+        """Forward the next ``count`` requests to ``path``, then drop the server's answers."""
+        with self._lock:
+            self._drops[path] = count
+
+    def requests_to(self, path: str) -> list[int | None]:
+        """The statuses clients got from requests to ``path``, in order."""
+        with self._lock:
+            return [status for _, p, status in self.log if p.split("?")[0] == path]
+
+    def _serve(self, handler: BaseHTTPRequestHandler) -> None:
+        length = int(handler.headers.get("Content-Length") or 0)
+        body = handler.rfile.read(length) if length else b""
+        path = handler.path
+        while self.mode == "hang":
+            time.sleep(0.05)
+        if self.mode == "503":
+            self._answer(handler, 503, b"Service Unavailable", {})
+            self._record(handler.command, path, 503)
+            return
+        response = self._session.request(
+            handler.command,
+            self.upstream + path,
+            data=body,
+            headers={k: v for k, v in handler.headers.items() if k.lower() not in _HOP_BY_HOP},
+            allow_redirects=False,
+            timeout=60,
+        )
+        with self._lock:
+            remaining = self._drops.get(path.split("?")[0], 0)
+            if remaining:
+                self._drops[path.split("?")[0]] = remaining - 1
+        if remaining:
+            self._record(handler.command, path, None)
+            handler.close_connection = True  # the server applied it; the answer is lost
+            return
+        headers = {k: v for k, v in response.headers.items() if k.lower() not in _HOP_BY_HOP}
+        self._answer(handler, response.status_code, response.content, headers)
+        self._record(handler.command, path, response.status_code)
+
+    def _answer(
+        self, handler: BaseHTTPRequestHandler, status: int, body: bytes, headers: dict[str, str]
+    ) -> None:
+        handler.send_response(status)
+        for key, value in headers.items():
+            handler.send_header(key, value)
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)
+
+    def _record(self, method: str, path: str, status: int | None) -> None:
+        with self._lock:
+            self.log.append((method, path, status))
+
+    def __enter__(self) -> FaultProxy:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.mode = "forward"
+        self._server.shutdown()
+        self._server.server_close()

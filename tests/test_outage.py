@@ -1,0 +1,309 @@
+"""A tracking-server outage never kills a task or loses a point: real servers, real faults.
+
+Each test breaks a real ``mlflow server`` in the middle of a run (kills it by its pid
+and restarts it on the same port and store, or puts a real proxy in front of it that
+answers 503, hangs or loses answers) and then counts what reached the server.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import mlflow
+import pytest
+from click.testing import CliRunner
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+
+import michelangelo_mlflow as mm
+from michelangelo_mlflow._cli import main
+from michelangelo_mlflow.exceptions import (
+    ConfigurationError,
+    MichelangeloMlflowWarning,
+    TrackingError,
+)
+from michelangelo_mlflow.testing import TrackingServer
+from tests._proxy import FaultProxy
+
+SPOOL = ".michelangelo-mlflow-spool"
+LOG_BATCH = "/api/2.0/mlflow/runs/log-batch"
+
+
+@pytest.fixture
+def own_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrackingServer]:
+    """A server of this test's own, which the test may kill and restart."""
+    with TrackingServer(tmp_path_factory.mktemp("killable")) as server:
+        yield server
+
+
+@pytest.fixture
+def proxy(tracking_server: TrackingServer) -> Iterator[FaultProxy]:
+    """A fault-injecting proxy in front of the shared server."""
+    with FaultProxy(tracking_server.url) as proxy:
+        yield proxy
+
+
+def history(client: MlflowClient, run_id: str, key: str = "loss") -> list[tuple[int, float]]:
+    return sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
+
+
+def pending_in_spool(directory: Path = Path(SPOOL)) -> int:
+    return sum(p.stat().st_size for p in directory.glob("*/*/records.jsonl"))
+
+
+def test_server_killed_mid_run_and_restarted_loses_nothing(own_server: TrackingServer) -> None:
+    settings = mm.Settings(tracking_uri=own_server.url)
+    with mm.tracking_run("outage", "killed", settings=settings) as run:
+        run_id = run.info.run_id
+        for step in range(50):
+            mlflow.log_metric("loss", 1.0 / (step + 1), step=step)
+        own_server.kill()
+        # Every kind of plain MLflow call returns while the server is down.
+        for step in range(50, 100):
+            mlflow.log_metric("loss", 1.0 / (step + 1), step=step)
+        mlflow.log_params({"lr": 0.1, "depth": 6})
+        mlflow.set_tags({"team": "risk"})
+        MlflowClient().log_batch(
+            run_id,
+            metrics=[Metric("auc", 0.9, int(time.time() * 1000), 0)],
+            params=[Param("seed", "7")],
+            tags=[RunTag("phase", "outage")],
+        )
+        assert mlflow.get_run(run_id).data.params["lr"] == "0.1"  # answered from the spool
+        assert pending_in_spool() > 0
+        own_server.restart()
+    client = MlflowClient(own_server.url)
+    stored = client.get_run(run_id)
+    assert stored.info.status == "FINISHED"
+    assert history(client, run_id) == [(s, 1.0 / (s + 1)) for s in range(100)]  # no duplicates
+    assert stored.data.params == {"lr": "0.1", "depth": "6", "seed": "7"}
+    assert (stored.data.tags["team"], stored.data.tags["phase"]) == ("risk", "outage")
+    assert stored.data.metrics["auc"] == 0.9
+    experiment = client.get_experiment_by_name("outage")
+    assert experiment is not None
+    assert len(client.search_runs([experiment.experiment_id])) == 1  # one run, not two
+    assert not list(Path(SPOOL).glob("*/*"))  # delivered: nothing left behind
+
+
+def test_a_server_answering_503_for_a_while(proxy: FaultProxy, client: MlflowClient) -> None:
+    settings = mm.Settings(tracking_uri=proxy.url)
+    with mm.tracking_run("outage", "503", settings=settings) as run:
+        mlflow.log_metric("loss", 1.0, step=0)
+        proxy.mode = "503"
+        for step in range(1, 30):
+            mlflow.log_metric("loss", 1.0, step=step)
+        deadline = time.monotonic() + 30
+        while 503 not in proxy.requests_to(LOG_BATCH) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        proxy.mode = "forward"
+    assert 503 in proxy.requests_to(LOG_BATCH)
+    assert [step for step, _ in history(client, run.info.run_id)] == list(range(30))
+    assert client.get_run(run.info.run_id).info.status == "FINISHED"
+
+
+def test_a_server_that_hangs_then_answers(proxy: FaultProxy, client: MlflowClient) -> None:
+    settings = mm.Settings(tracking_uri=proxy.url, spool_grace=15.0)  # requests time out at 5 s
+    with mm.tracking_run("outage", "hang", settings=settings) as run:
+        proxy.mode = "hang"
+        for step in range(20):
+            mlflow.log_metric("loss", 0.5, step=step)
+        threading.Timer(7.0, lambda: setattr(proxy, "mode", "forward")).start()
+    assert [step for step, _ in history(client, run.info.run_id)] == list(range(20))
+    assert client.get_run(run.info.run_id).info.status == "FINISHED"
+
+
+def test_a_batch_whose_answer_was_lost_is_not_applied_twice(
+    proxy: FaultProxy, client: MlflowClient
+) -> None:
+    settings = mm.Settings(tracking_uri=proxy.url)
+    with mm.tracking_run("outage", "lost-answer", params={"lr": 0.1}, settings=settings) as run:
+        proxy.drop_answers(LOG_BATCH, 2)
+        for step in range(300):
+            mlflow.log_metric("loss", step / 300, step=step)
+        mlflow.log_param("depth", 6)
+    sent = proxy.requests_to(LOG_BATCH)
+    assert sent.count(None) == 2  # two batches reached the server, their answers did not
+    assert history(client, run.info.run_id) == [(s, s / 300) for s in range(300)]
+    stored = client.get_run(run.info.run_id)
+    assert stored.data.params == {"lr": "0.1", "depth": "6"}
+    assert stored.info.status == "FINISHED"
+
+
+@pytest.mark.parametrize(("fails", "status"), [(False, "FINISHED"), (True, "FAILED")])
+def test_down_past_the_grace_then_sync_completes_the_run(
+    proxy: FaultProxy, client: MlflowClient, fails: bool, status: str
+) -> None:
+    settings = mm.Settings(tracking_uri=proxy.url, spool_grace=2.0)
+    run_id = ""
+    with pytest.warns(MichelangeloMlflowWarning, match="michelangelo-mlflow sync") as warned:
+        with pytest.raises(RuntimeError) if fails else _nothing():
+            with mm.tracking_run("outage", f"past-grace-{status}", settings=settings) as run:
+                run_id = run.info.run_id
+                proxy.mode = "503"
+                for step in range(10):
+                    mlflow.log_metric("loss", 0.1, step=step)
+                if fails:
+                    raise RuntimeError("the task failed while the server was down")
+    assert str(Path(SPOOL).resolve()) in str(warned[0].message)
+    assert client.get_run(run_id).info.status == "RUNNING"  # never FINISHED by an exit handler
+    proxy.mode = "forward"
+    result = CliRunner().invoke(main, ["sync", "--json"], env={"MLFLOW_TRACKING_URI": proxy.url})
+    assert result.exit_code == 0, result.output
+    stored = client.get_run(run_id)
+    assert stored.info.status == status
+    assert [step for step, _ in history(client, run_id)] == list(range(10))
+    if fails:
+        assert stored.data.tags["michelangelo.error.type"] == "RuntimeError"
+    assert not list(Path(SPOOL).glob("*/*"))
+
+
+def test_the_next_run_replays_leftovers_in_the_background(
+    proxy: FaultProxy, client: MlflowClient
+) -> None:
+    settings = mm.Settings(tracking_uri=proxy.url, spool_grace=1.0)
+    with pytest.warns(MichelangeloMlflowWarning, match="grace"):
+        with mm.tracking_run("outage", "left-over", settings=settings) as first:
+            proxy.mode = "503"
+            mlflow.log_metric("loss", 0.25, step=3)
+    proxy.mode = "forward"
+    with mm.tracking_run("outage", "next", settings=mm.Settings(tracking_uri=proxy.url)):
+        deadline = time.monotonic() + 30
+        while client.get_run(first.info.run_id).info.status == "RUNNING":
+            assert time.monotonic() < deadline, "the leftover was not replayed"
+            time.sleep(0.2)
+    assert history(client, first.info.run_id) == [(3, 0.25)]
+    assert client.get_run(first.info.run_id).info.status == "FINISHED"
+
+
+def test_records_the_server_refuses_are_named_at_run_end(
+    settings: mm.Settings, client: MlflowClient
+) -> None:
+    with pytest.raises(TrackingError, match="refused 1 record") as info:
+        with mm.tracking_run("outage", "invalid", settings=settings) as run:
+            mlflow.log_metric("loss", 0.5)
+            MlflowClient().log_batch(run.info.run_id, tags=[RunTag("x" * 300, "too long a key")])
+    assert info.value.run_id == run.info.run_id
+    assert "'" + "x" * 40 in str(info.value) or "xxxxxxxx" in str(info.value)
+    stored = client.get_run(run.info.run_id)
+    assert stored.data.metrics == {"loss": 0.5}  # everything else was logged
+    assert stored.info.status == "FINISHED"
+
+
+def test_a_run_deleted_mid_run_is_not_an_outage(
+    settings: mm.Settings, client: MlflowClient
+) -> None:
+    with pytest.raises(TrackingError) as info:
+        with mm.tracking_run("outage", "deleted", settings=settings) as run:
+            client.delete_run(run.info.run_id)
+            mlflow.log_metric("loss", 0.5)
+    assert info.value.run_id == run.info.run_id
+    assert SPOOL in str(info.value)
+    assert "sync" in str(info.value)
+
+
+def test_the_size_cap_drops_the_oldest_points_only(proxy: FaultProxy, client: MlflowClient) -> None:
+    settings = mm.Settings(tracking_uri=proxy.url, spool_max_bytes="1MiB")
+    with mm.tracking_run("outage", "capped", params={"lr": 0.1}, settings=settings) as run:
+        proxy.mode = "503"
+        with pytest.warns(MichelangeloMlflowWarning, match="oldest metric points"):
+            for step in range(40_000):
+                mlflow.log_metric("loss", 0.5, step=step)
+        mlflow.set_tag("kept", "yes")
+        time.sleep(2)  # the courier compacts the spool while the server is down
+        proxy.mode = "forward"
+    stored = client.get_run(run.info.run_id)
+    steps = [step for step, _ in history(client, run.info.run_id)]
+    assert 0 < len(steps) < 40_000
+    assert steps[-1] == 39_999
+    assert steps == sorted(steps)
+    assert stored.data.params == {"lr": "0.1"}
+    assert stored.data.tags["kept"] == "yes"
+    assert int(stored.data.tags["michelangelo.spool.dropped_points"]) == 40_000 - len(steps)
+    assert stored.info.status == "FINISHED"
+
+
+def test_an_unwritable_spool_directory_is_an_error_before_the_run(
+    settings: mm.Settings, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("a file in the way")
+    unwritable = mm.Settings(tracking_uri=settings.safe_tracking_uri, spool_dir=blocker / "spool")
+    with pytest.raises(ConfigurationError, match="cannot be written") as info:
+        with mm.tracking_run("outage", settings=unwritable):
+            pass
+    assert info.value.variable == "MICHELANGELO_MLFLOW_SPOOL_DIR"
+    assert "MICHELANGELO_MLFLOW_SPOOL=off" in str(info.value)
+    assert mlflow.active_run() is None
+
+
+def test_spool_off_restores_mlflows_own_retry_budget(
+    settings: mm.Settings, client: MlflowClient
+) -> None:
+    off = mm.Settings(tracking_uri=settings.safe_tracking_uri, spool="off")
+    with mm.tracking_run("outage", "spool-off", settings=off) as run:
+        assert "MLFLOW_HTTP_REQUEST_MAX_RETRIES" not in os.environ  # MLflow's 7, not ours
+        mlflow.log_metric("loss", 0.5)
+        assert not Path(SPOOL).exists() or not list(Path(SPOOL).glob("*/*"))
+    assert client.get_run(run.info.run_id).data.metrics == {"loss": 0.5}
+
+
+TASK = """
+import sys, time, mlflow, michelangelo_mlflow as mm
+with mm.tracking_run("outage", "sigkill", settings=mm.Settings(tracking_uri=sys.argv[1])) as run:
+    print("run", run.info.run_id, flush=True)
+    step = 0
+    while True:
+        mlflow.log_metric("loss", 1.0 / (step + 1), step=step)
+        print("logged", step, flush=True)
+        step += 1
+        time.sleep(0.01)
+"""
+
+
+def test_a_task_killed_by_sigkill_is_completed_by_sync(
+    tracking_server: TrackingServer, client: MlflowClient, tmp_path: Path
+) -> None:
+    task = subprocess.Popen(
+        [sys.executable, "-c", TASK, tracking_server.url],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert task.stdout is not None
+    run_id = task.stdout.readline().split()[1]
+    returned = -1
+    while returned < 150:
+        returned = int(task.stdout.readline().split()[1])
+    task.kill()
+    task.wait(timeout=30)
+    sync = subprocess.run(
+        [str(Path(sys.executable).with_name("michelangelo-mlflow")), "sync"],
+        cwd=tmp_path,
+        env={**os.environ, "MLFLOW_TRACKING_URI": tracking_server.url},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert sync.returncode == 0, sync.stdout + sync.stderr
+    steps = {step for step, _ in history(client, run_id)}
+    assert set(range(returned + 1)) <= steps  # every point whose call returned is there
+    stored = client.get_run(run_id)
+    assert stored.info.status == "KILLED"
+    assert stored.data.tags["michelangelo.error.type"] == "ProcessEnded"
+    assert "1 run(s)" in sync.stdout
+    assert "completed" in sync.stdout
+
+
+class _nothing:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *args: object) -> None:
+        return None
