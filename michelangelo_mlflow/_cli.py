@@ -1,40 +1,44 @@
-"""``michelangelo-mlflow``: check the tracking server from inside a pod, show settings.
+"""``michelangelo-mlflow``: a thin command line over the public API.
 
-A thin layer over the public API: ``doctor`` runs :func:`preflight` (and optionally an
-artifact round trip), ``config`` prints :meth:`Settings.describe`, ``netpol`` prints the
-platform guide's egress NetworkPolicy. A library error becomes one readable line on
-stderr and a non-zero exit code: 1 when a check fails, 2 for a configuration or usage
-error.
+``doctor`` runs :func:`preflight` (and optionally an artifact round trip), ``config``
+prints :meth:`Settings.describe`, ``netpol`` prints the platform guide's egress
+NetworkPolicy, ``sync`` replays what runs left in the spool. Every command shares one
+error boundary (:class:`_Main`): an error of this SDK becomes one line on stderr,
+``error: <what happened> -- fix: <what to do>``, and the exit code says which kind:
+
+- ``0``: success;
+- ``1``: a check failed, or records are still waiting in the spool;
+- ``2``: a configuration or usage error (including a missing dependency).
+
+Only ``click`` and the standard library are imported up front: ``--help`` never
+imports MLflow, pydantic or requests; each command imports what it uses.
 """
 
 from __future__ import annotations
 
 import io
-import ipaddress
 import json
-import secrets
 import sys
-import tempfile
-import time
 import warnings
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, redirect_stdout
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 import click
-import yaml
 
-from michelangelo_mlflow._errors import FIX_ARTIFACTS, translate
-from michelangelo_mlflow._preflight import CheckResult, PreflightReport, preflight
-from michelangelo_mlflow._settings import Settings
 from michelangelo_mlflow.exceptions import (
-    ArtifactStoreError,
     ConfigurationError,
     MichelangeloMlflowError,
+    MissingDependencyError,
 )
 
-__all__ = ["main"]
+if TYPE_CHECKING:
+    from michelangelo_mlflow._preflight import CheckResult, PreflightReport
+    from michelangelo_mlflow._replay import SyncResult
+    from michelangelo_mlflow._settings import Settings
+
+__all__ = ["EXIT_CONFIGURATION", "EXIT_FAILED", "main"]
 
 EXIT_FAILED = 1
 EXIT_CONFIGURATION = 2
@@ -42,7 +46,31 @@ EXIT_CONFIGURATION = 2
 _URI_HELP = "Tracking URI to use instead of MLFLOW_TRACKING_URI (credentials are redacted)."
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Main(click.Group):
+    """The one error boundary of every command: a library error is one line and an exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ModuleNotFoundError as exc:  # MLflow (or a dependency of it) is not installed
+            from michelangelo_mlflow._errors import missing_dependency
+
+            ours = missing_dependency(exc)
+            if ours is None:
+                raise
+            _fail(ours)
+        except MichelangeloMlflowError as exc:
+            _fail(exc)
+
+
+def _fail(exc: MichelangeloMlflowError) -> None:
+    fix = f" -- fix: {exc.fix}" if exc.fix else ""
+    click.echo(f"error: {exc.message}{fix}", err=True)
+    configuration = isinstance(exc, ConfigurationError | MissingDependencyError)
+    raise SystemExit(EXIT_CONFIGURATION if configuration else EXIT_FAILED)
+
+
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="michelangelo-mlflow", message="%(prog)s %(version)s")
 def main() -> None:
     """Check and configure MLflow tracking for Michelangelo tasks."""
@@ -62,12 +90,15 @@ def doctor(as_json: bool, artifacts: bool, tracking_uri: str | None) -> None:
 
     Exit code 0 when every check passes, 1 when one fails, 2 for a configuration error.
     """
+    from michelangelo_mlflow._preflight import artifact_round_trip, preflight
+    from michelangelo_mlflow._settings import Settings
+
     with _reported_warnings() as notes:
-        settings = _settings(tracking_uri=tracking_uri)
+        settings = Settings(tracking_uri=tracking_uri)
         report = preflight(settings, force=True)
         checks = list(report.checks)
         if artifacts and report.ok:
-            checks.append(_artifact_round_trip(settings))
+            checks.append(artifact_round_trip(settings))
     failed = [c for c in checks if c.status == "failed"]
     if as_json:
         payload = report.to_dict()
@@ -78,9 +109,9 @@ def doctor(as_json: bool, artifacts: bool, tracking_uri: str | None) -> None:
         click.echo(json.dumps(payload, indent=2))
     else:
         _print_doctor(settings, report, checks, notes)
+    for check in failed:
+        click.echo(f"{check.name} failed: {check.detail} -- fix: {check.fix}", err=True)
     if failed:
-        for check in failed:
-            click.echo(f"{check.name} failed: {check.detail} -- fix: {check.fix}", err=True)
         raise SystemExit(EXIT_FAILED)
 
 
@@ -89,24 +120,16 @@ def doctor(as_json: bool, artifacts: bool, tracking_uri: str | None) -> None:
 @click.option("--tracking-uri", default=None, metavar="URI", help=_URI_HELP)
 def config(as_json: bool, tracking_uri: str | None) -> None:
     """Show every resolved setting and where it came from; secrets are redacted."""
+    from michelangelo_mlflow._settings import Settings
+
     with _reported_warnings() as notes:
-        settings = _settings(tracking_uri=tracking_uri)
-    rows = settings.describe()
+        rows = Settings(tracking_uri=tracking_uri).describe()
     if as_json:
-        click.echo(
-            json.dumps(
-                [
-                    {
-                        "name": r.name,
-                        "value": r.value,
-                        "source": r.source,
-                        "variables": list(r.variables),
-                    }
-                    for r in rows
-                ],
-                indent=2,
-            )
-        )
+        fields = [
+            {"name": r.name, "value": r.value, "source": r.source, "variables": list(r.variables)}
+            for r in rows
+        ]
+        click.echo(json.dumps(fields, indent=2))
         return
     _print_table(("SETTING", "VALUE", "SOURCE"), [(r.name, r.value, r.source) for r in rows])
     for note in notes:
@@ -132,82 +155,51 @@ def config(as_json: bool, tracking_uri: str | None) -> None:
     "selectors",
     multiple=True,
     metavar="KEY=VALUE",
-    help="A label of the task pods (repeatable); none selects every pod in the namespace.",
+    help="A label of the task pods (repeatable, at least one: see kubectl get pods --show-labels).",
+)
+@click.option(
+    "--artifact-store",
+    "artifact_stores",
+    multiple=True,
+    metavar="CIDR[:PORT]",
+    help="Also allow egress to the artifact store (S3/GCS endpoint block; port 443 unless "
+    "given); repeatable.",
 )
 @click.option("--name", default="allow-mlflow-egress", show_default=True, help="The policy's name.")
-def netpol(namespace: str, cidr: str, port: int, selectors: Sequence[str], name: str) -> None:
-    """Print the egress NetworkPolicy that lets task pods reach the tracking server."""
-    try:
-        network = ipaddress.ip_network(cidr, strict=False)
-    except ValueError:
-        raise click.BadParameter(
-            f"{cidr!r} is not an IP address or CIDR block (such as 10.0.0.5/32)",
-            param_hint="--cidr",
-        ) from None
-    labels: dict[str, str] = {}
-    for selector in selectors:
-        key, sep, value = selector.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(
-                f"{selector!r} is not KEY=VALUE (such as app=training)", param_hint="--selector"
-            )
-        labels[key] = value
-    click.echo("# Egress from task pods to the MLflow tracking server (kubectl apply -f this file)")
-    click.echo(
-        yaml.safe_dump(
-            network_policy(namespace, str(network), port, labels, name=name), sort_keys=False
-        ),
-        nl=False,
-    )
-
-
-def network_policy(
+def netpol(
     namespace: str,
     cidr: str,
     port: int,
-    labels: dict[str, str],
-    *,
-    name: str = "allow-mlflow-egress",
-) -> dict[str, Any]:
-    """The platform guide's Step 1 egress NetworkPolicy, as a manifest dict.
+    selectors: Sequence[str],
+    artifact_stores: Sequence[str],
+    name: str,
+) -> None:
+    """Print the egress NetworkPolicy that lets task pods reach the tracking server."""
+    import yaml
 
-    Args:
-        namespace: The compute cluster namespace.
-        cidr: The MLflow server's address block.
-        port: The MLflow server's TCP port.
-        labels: The task pods' labels; empty selects every pod in the namespace.
-        name: The policy's name.
+    from michelangelo_mlflow._netpol import network_policy, parse_block, parse_selector
 
-    Returns:
-        The manifest, ready for ``yaml.safe_dump``.
-
-    Example:
-        >>> network_policy("ml", "10.0.0.5/32", 5000, {})["spec"]["policyTypes"]
-        ['Egress']
-    """
-    return {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "NetworkPolicy",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {
-            "podSelector": {"matchLabels": labels} if labels else {},
-            "policyTypes": ["Egress"],
-            "egress": [
-                {"ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]},
-                {
-                    "to": [{"ipBlock": {"cidr": cidr}}],
-                    "ports": [{"protocol": "TCP", "port": port}],
-                },
-            ],
-        },
-    }
+    server = parse_block(cidr, default_port=port, option="--cidr")
+    stores = [parse_block(s, default_port=443, option="--artifact-store") for s in artifact_stores]
+    labels = dict(parse_selector(selector) for selector in selectors)
+    policy = network_policy(namespace, server, labels, name=name, artifact_stores=stores)
+    click.echo("# Egress from task pods to the MLflow tracking server (kubectl apply -f this file)")
+    if not stores:
+        note = (
+            "this policy does NOT allow egress to the artifact store: uploads of artifacts "
+            "and models will fail unless another policy allows it (add --artifact-store "
+            "CIDR[:PORT] for the S3/GCS endpoints)"
+        )
+        click.echo(f"# WARNING: {note}")
+        click.echo(f"warning: {note}", err=True)
+    click.echo(yaml.safe_dump(policy, sort_keys=False), nl=False)
 
 
 @main.command()
 @click.option(
     "--spool",
     "spool_dir",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=click.Path(path_type=Path),
     default=None,
     help="The spool directory; default MICHELANGELO_MLFLOW_SPOOL_DIR, else "
     "./.michelangelo-mlflow-spool.",
@@ -230,79 +222,37 @@ def sync(spool_dir: Path | None, dry_run: bool, as_json: bool, timeout: float) -
     Credentials come from the environment and are sent only to the server they
     belong to. Exit code 0 when everything was delivered, 1 when records remain.
     """
-    from michelangelo_mlflow._replay import SyncResult, pending_bytes
+    from michelangelo_mlflow._replay import pending_bytes
     from michelangelo_mlflow._replay import sync as replay
+    from michelangelo_mlflow._settings import Settings
 
     with _reported_warnings() as notes:
-        settings = _settings()
+        settings = Settings()
     directory = spool_dir if spool_dir is not None else Path.cwd() / settings.spool_dir
+    if directory.exists() and not directory.is_dir():
+        raise ConfigurationError(
+            f"--spool {directory} is a file, not a spool directory",
+            variable="--spool",
+            fix="pass the directory the runs spooled to (MICHELANGELO_MLFLOW_SPOOL_DIR)",
+        )
     total = pending_bytes(directory)
-    tty = sys.stdout.isatty()
-    shown = not as_json and not dry_run and total > 0 and tty
+    shown = not as_json and not dry_run and total > 0 and sys.stdout.isatty()
     bar: Any = click.progressbar(
         length=total, label="sending", file=None if shown else io.StringIO()
     )
     with bar:
-        results: list[SyncResult] = replay(
+        results = replay(
             directory, settings, dry_run=dry_run, timeout=timeout, on_progress=bar.update
         )
-    pending = [r for r in results if r.outcome == "pending"]
     if as_json:
         click.echo(json.dumps(_sync_summary(directory, results, notes), indent=2))
     else:
         _print_sync(directory, results, dry_run)
-    if pending:
+    if any(r.outcome == "pending" for r in results):
         raise SystemExit(EXIT_FAILED)
 
 
-def _sync_summary(directory: Path, results: Sequence[Any], notes: list[str]) -> dict[str, Any]:
-    return {
-        "spool": str(directory),
-        "runs": len({r.run_id for r in results}),
-        "records_sent": sum(r.sent for r in results),
-        "runs_completed": len({r.run_id for r in results if r.completed}),
-        "runs_pending": len({r.run_id for r in results if r.outcome == "pending"}),
-        "segments": [r.to_dict() for r in results],
-        "warnings": notes,
-    }
-
-
-def _print_sync(directory: Path, results: Sequence[Any], dry_run: bool) -> None:
-    if not results:
-        click.echo(f"nothing to send: no leftover runs in {directory}")
-        return
-    _print_table(
-        ("RUN", "SERVER", "ROLE", "SENT", "RESULT", "DETAIL"),
-        [
-            (r.run_id, r.tracking_uri, r.role, str(r.sent), r.outcome, r.reason or "")
-            for r in results
-        ],
-    )
-    summary = _sync_summary(directory, results, [])
-    click.echo("")
-    if dry_run:
-        click.echo(f"dry run: {summary['runs']} run(s) in {directory} would be sent")
-        return
-    click.echo(
-        f"{summary['runs']} run(s), {summary['records_sent']} record(s) sent, "
-        f"{summary['runs_completed']} run(s) completed, {summary['runs_pending']} still pending"
-    )
-
-
-# --- helpers ------------------------------------------------------------------------
-def _settings(**overrides: Any) -> Settings:
-    try:
-        return Settings(**overrides)
-    except ConfigurationError as exc:
-        _fail(exc, EXIT_CONFIGURATION)
-
-
-def _fail(exc: MichelangeloMlflowError, code: int) -> NoReturn:
-    fix = f" -- fix: {exc.fix}" if exc.fix else ""
-    click.echo(f"error: {exc.message}{fix}", err=True)
-    raise SystemExit(code)
-
-
+# --- output -------------------------------------------------------------------------
 @contextmanager
 def _reported_warnings() -> Iterator[list[str]]:
     notes: list[str] = []
@@ -310,54 +260,6 @@ def _reported_warnings() -> Iterator[list[str]]:
         warnings.simplefilter("always")
         yield notes
     notes.extend(str(w.message) for w in caught)
-
-
-def _artifact_round_trip(settings: Settings) -> CheckResult:
-    from mlflow.tracking import MlflowClient
-
-    from michelangelo_mlflow._scope import mlflow_scope
-
-    uri = settings.safe_tracking_uri
-    start = time.monotonic()
-    content = secrets.token_hex(8)
-    try:
-        # MLflow prints a "View run" link to stdout, which would break --json.
-        with mlflow_scope(settings), translate(uri), redirect_stdout(io.StringIO()):
-            client = MlflowClient()
-            experiment_id = settings.experiment_id if not settings.experiment_name else None
-            if experiment_id is None:
-                found = client.get_experiment_by_name(settings.experiment)
-                experiment_id = (
-                    found.experiment_id if found else client.create_experiment(settings.experiment)
-                )
-            run = client.create_run(
-                experiment_id,
-                run_name="michelangelo-mlflow-doctor",
-                tags={"michelangelo.doctor": "artifact round trip"},
-            )
-            run_id = run.info.run_id
-            try:
-                client.log_text(run_id, content, "doctor/round-trip.txt")
-                with tempfile.TemporaryDirectory() as tmp:
-                    path = client.download_artifacts(run_id, "doctor/round-trip.txt", tmp)
-                    read_back = Path(path).read_text()
-            finally:
-                client.set_terminated(run_id)
-                client.delete_run(run_id)
-        if read_back != content:
-            raise ArtifactStoreError(
-                f"the artifact read back from run {run_id} differs from the one written",
-                tracking_uri=uri,
-                run_id=run_id,
-                fix=FIX_ARTIFACTS,
-            )
-    except MichelangeloMlflowError as exc:
-        return CheckResult("artifacts", "failed", time.monotonic() - start, exc.message, exc.fix)
-    except Exception as exc:  # anything else on the way to the store is an artifact failure
-        detail = f"artifact round trip failed: {type(exc).__name__}: {exc}".splitlines()[0]
-        return CheckResult("artifacts", "failed", time.monotonic() - start, detail, FIX_ARTIFACTS)
-    seconds = time.monotonic() - start
-    return CheckResult("artifacts", "passed", seconds, "wrote and read back a tiny artifact")
 
 
 def _check_dict(check: CheckResult) -> dict[str, Any]:
@@ -405,6 +307,42 @@ def _print_doctor(
     failed = sum(c.status == "failed" for c in checks)
     click.echo("")
     click.echo("all checks passed" if not failed else f"{failed} check(s) failed")
+
+
+def _sync_summary(
+    directory: Path, results: Sequence[SyncResult], notes: list[str]
+) -> dict[str, Any]:
+    return {
+        "spool": str(directory),
+        "runs": len({r.run_id for r in results}),
+        "records_sent": sum(r.sent for r in results),
+        "runs_completed": len({r.run_id for r in results if r.completed}),
+        "runs_pending": len({r.run_id for r in results if r.outcome == "pending"}),
+        "segments": [r.to_dict() for r in results],
+        "warnings": notes,
+    }
+
+
+def _print_sync(directory: Path, results: Sequence[SyncResult], dry_run: bool) -> None:
+    if not results:
+        click.echo(f"nothing to send: no leftover runs in {directory}")
+        return
+    _print_table(
+        ("RUN", "SERVER", "ROLE", "SENT", "RESULT", "DETAIL"),
+        [
+            (r.run_id, r.tracking_uri, r.role, str(r.sent), r.outcome, r.reason or "")
+            for r in results
+        ],
+    )
+    summary = _sync_summary(directory, results, [])
+    click.echo("")
+    if dry_run:
+        click.echo(f"dry run: {summary['runs']} run(s) in {directory} would be sent")
+        return
+    click.echo(
+        f"{summary['runs']} run(s), {summary['records_sent']} record(s) sent, "
+        f"{summary['runs_completed']} run(s) completed, {summary['runs_pending']} still pending"
+    )
 
 
 def _print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from michelangelo_mlflow import _delivery
 from michelangelo_mlflow._delivery import Invalid, Outage, Refused, Route, Unit
+from michelangelo_mlflow._params import redact_value
 from michelangelo_mlflow._spool import Record, Role, Segment, SegmentMeta
 from michelangelo_mlflow._state import STATE
 from michelangelo_mlflow.exceptions import (
@@ -102,6 +103,7 @@ class RunSpool:
         courier: The courier that delivers them.
         run: The run as the server last returned it (``None`` for a leftover).
         max_bytes: Pending bytes above which the oldest metric points are dropped.
+        secrets: Secret values redacted from every param and tag, whoever logs them.
         on_drained: Called by the courier when a leftover's records are all delivered.
     """
 
@@ -113,6 +115,7 @@ class RunSpool:
         *,
         run: Run | None = None,
         max_bytes: int = 1 << 30,
+        secrets: tuple[str, ...] = (),
         on_drained: Callable[[RunSpool], None] | None = None,
     ) -> None:
         self.segment = segment
@@ -120,6 +123,7 @@ class RunSpool:
         self.courier = courier
         self.run_id = segment.meta.run_id
         self.max_bytes = max_bytes
+        self.secrets = secrets
         self.on_drained = on_drained
         self.run = run
         self.params: dict[str, str] = dict(run.data.params) if run is not None else {}
@@ -147,13 +151,17 @@ class RunSpool:
     ) -> None:
         """Spool MLflow ``Metric``, ``Param`` and ``RunTag`` entities; returns once on disk.
 
+        Params and tags are redacted on the way in (a secret-looking key, a configured
+        secret, a URL's password), whoever logs them: the spool and the server never
+        hold a secret.
+
         Raises:
             MlflowException: ``INVALID_PARAMETER_VALUE`` when a param already has
                 another value (as the server would answer; nothing is spooled).
         """
         records: list[Record] = []
         for param in params:
-            value = str(param.value)
+            value = redact_value(param.key, str(param.value), self.secrets)
             known = self.params.get(param.key)
             if known is not None and known != value:
                 _raise_changed_param(self.run_id, param.key, known, value)
@@ -164,7 +172,7 @@ class RunSpool:
             if extra:
                 record.append(extra)
             records.append(record)
-        records.extend(["t", tag.key, str(tag.value)] for tag in tags)
+        records.extend(["t", t.key, redact_value(t.key, str(t.value), self.secrets)] for t in tags)
         if records:
             self.append(records)
 
@@ -275,6 +283,20 @@ class RunSpool:
             raise exc.error from exc.__cause__
         self.run = run
         return run
+
+    def answers(self, timeout: float = 2.0) -> bool:
+        """Whether the run's server answers a quick ``/health`` now (and no outage is known).
+
+        Checked before a call that would otherwise wait out MLflow's retries.
+        """
+        if self.outage_now():
+            return False
+        try:
+            _delivery.health(self.route, timeout)
+        except Outage as exc:
+            self._failed(str(exc))
+            return False
+        return True
 
     def outage_now(self) -> bool:
         """Whether the last attempt to reach the server failed and none has succeeded since."""
@@ -431,7 +453,7 @@ class RunSpool:
         self.retry_at = 0.0
 
     def _compact(self) -> None:
-        from michelangelo_mlflow._provenance import SPOOL_DROPPED
+        from michelangelo_mlflow._tags import SPOOL_DROPPED
 
         self._needs_compaction = False
         dropped, _ = self.segment.compact(keep=self.max_bytes * 3 // 4)
@@ -547,6 +569,7 @@ def open_run(
     role: Role,
     max_bytes: int,
     interval: float,
+    secrets: tuple[str, ...] = (),
 ) -> RunSpool:
     """Open the spool of a run in this process: from now on its records take the spool.
 
@@ -557,6 +580,7 @@ def open_run(
         role: ``owner`` (sends the status) or ``worker`` (never does).
         max_bytes: The size cap of the run's pending records.
         interval: Seconds between deliveries.
+        secrets: Secret values to redact from every param and tag.
 
     Raises:
         OSError: The spool directory cannot be written.
@@ -573,7 +597,9 @@ def open_run(
                 fix="open a run once per process; share the open run instead of opening it again",
             )
         segment = Segment.create(directory, meta)
-        spool = RunSpool(segment, route, courier(interval), run=run, max_bytes=max_bytes)
+        spool = RunSpool(
+            segment, route, courier(interval), run=run, max_bytes=max_bytes, secrets=secrets
+        )
         STATE.spools[run_id] = spool
     spool.courier.add(spool)
     return spool
@@ -601,7 +627,14 @@ def open_child(parent: RunSpool, run: Run) -> RunSpool:
         parent.route.tracking_uri, run.info.run_id, run.info.experiment_id, "child"
     )
     segment = Segment.create(parent.segment.path.parent.parent, meta)
-    child = RunSpool(segment, parent.route, parent.courier, run=run, max_bytes=parent.max_bytes)
+    child = RunSpool(
+        segment,
+        parent.route,
+        parent.courier,
+        run=run,
+        max_bytes=parent.max_bytes,
+        secrets=parent.secrets,
+    )
     with STATE.lock:
         STATE.spools[run.info.run_id] = child
         parent.children.append(child)

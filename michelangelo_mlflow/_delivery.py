@@ -48,6 +48,7 @@ __all__ = [
     "Route",
     "Unit",
     "fetch_run",
+    "health",
     "is_transport_failure",
     "send",
     "units",
@@ -219,6 +220,25 @@ def fetch_run(route: Route, run_id: str) -> Run:
     message = GetRun.Response()
     ParseDict(response.json(), message, ignore_unknown_fields=True)
     return Run.from_proto(message.run)
+
+
+def health(route: Route, timeout: float) -> None:
+    """Ask the server's ``/health`` once.
+
+    Raises:
+        Outage: It did not answer 200 within ``timeout`` seconds.
+    """
+    import requests
+
+    creds = route.host_creds()
+    try:
+        response = requests.get(
+            f"{str(creds.host).rstrip('/')}/health", timeout=timeout, verify=creds.verify
+        )
+    except requests.RequestException as exc:
+        raise Outage(f"{type(exc).__name__}: {exc}") from exc
+    if response.status_code != 200:
+        raise Outage(f"HTTP {response.status_code} from /health")
 
 
 def _batch_body(run_id: str, records: list[Record]) -> dict[str, Any]:

@@ -42,12 +42,11 @@ __all__ = [
     "FIX_PERMISSION",
     "FIX_TLS",
     "FIX_UNREACHABLE",
-    "GRPC_ERRORS",
     "REQUIREMENTS",
+    "first_line",
     "from_foreign",
-    "from_grpc",
-    "from_kubernetes",
     "import_mlflow",
+    "missing_dependency",
     "raised_by_library",
     "translate",
     "with_note",
@@ -240,17 +239,17 @@ def from_foreign(
     if isinstance(exc, MichelangeloMlflowError):
         return None
     if isinstance(exc, ModuleNotFoundError):
-        return _missing_dependency(exc)
+        return missing_dependency(exc)
     if isinstance(exc, requests.exceptions.SSLError):
         return TrackingServerUnreachableError(
             f"TLS verification failed for the MLflow tracking server at {tracking_uri}: "
-            f"{_first_line(exc)}",
+            f"{first_line(exc)}",
             tracking_uri=tracking_uri,
             fix=FIX_TLS,
         )
     if isinstance(exc, requests.ConnectionError | requests.Timeout):
         return TrackingServerUnreachableError(
-            f"could not reach the MLflow tracking server at {tracking_uri}: {_first_line(exc)}",
+            f"could not reach the MLflow tracking server at {tracking_uri}: {first_line(exc)}",
             tracking_uri=tracking_uri,
             fix=FIX_UNREACHABLE,
         )
@@ -259,13 +258,13 @@ def from_foreign(
         if status in (401, 403):
             return _auth_error(
                 "UNAUTHENTICATED" if status == 401 else "PERMISSION_DENIED",
-                _first_line(exc),
+                first_line(exc),
                 tracking_uri,
             )
     if _is_artifact_store_exception(exc):
         return ArtifactStoreError(
             f"the artifact store of the MLflow tracking server at {tracking_uri} failed"
-            f"{f' in run {run_id}' if run_id else ''}: {type(exc).__name__}: {_first_line(exc)}",
+            f"{f' in run {run_id}' if run_id else ''}: {type(exc).__name__}: {first_line(exc)}",
             tracking_uri=tracking_uri,
             run_id=run_id,
             fix=FIX_ARTIFACTS,
@@ -358,7 +357,7 @@ def _from_mlflow(
 
     code = str(getattr(exc, "error_code", "INTERNAL_ERROR"))
     category = CODE_CATEGORIES.get(code, "tracking")
-    text = _first_line(exc)
+    text = first_line(exc)
     full = str(exc)
     where = f"{f' in run {run_id}' if run_id else ''}"
     skewed = verdict(client_version(), known_server_version(tracking_uri)) is Verdict.INCOMPATIBLE
@@ -368,6 +367,10 @@ def _from_mlflow(
         return skew_error(tracking_uri, cause=f"{code}: {text}")
     if category in ("unauthenticated", "permission"):
         return _auth_error(code, text, tracking_uri)
+    # urllib3's "too many 500 error responses" (MaxRetryError, as MLflow 2.22 and 3.17 word
+    # it) from the server's artifact proxy: the server answers, its artifact store fails.
+    if "/mlflow-artifacts/" in full and "error responses" in full:
+        return _artifact_error(code, text, tracking_uri, run_id)
     if category == "unreachable" or (
         category == "internal"
         and any(m in full for m in ("Max retries exceeded", "error responses", "Read timed out"))
@@ -378,13 +381,7 @@ def _from_mlflow(
             fix=FIX_UNREACHABLE,
         )
     if category == "artifact" or _is_artifact_failure(exc):
-        return ArtifactStoreError(
-            f"artifact upload or download failed on {tracking_uri}{where} ({code}): {text}",
-            tracking_uri=tracking_uri,
-            run_id=run_id,
-            error_code=code,
-            fix=FIX_ARTIFACTS,
-        )
+        return _artifact_error(code, text, tracking_uri, run_id)
     fix = {"rate": FIX_RATE, "endpoint": FIX_ENDPOINT}.get(category)
     return TrackingError(
         f"MLflow call failed on {tracking_uri}{where} ({code}): {text}",
@@ -392,6 +389,19 @@ def _from_mlflow(
         run_id=run_id,
         error_code=code,
         fix=fix,
+    )
+
+
+def _artifact_error(
+    code: str, text: str, tracking_uri: str, run_id: str | None
+) -> ArtifactStoreError:
+    return ArtifactStoreError(
+        f"artifact upload or download failed on {tracking_uri}"
+        f"{f' in run {run_id}' if run_id else ''} ({code}): {text}",
+        tracking_uri=tracking_uri,
+        run_id=run_id,
+        error_code=code,
+        fix=FIX_ARTIFACTS,
     )
 
 
@@ -427,14 +437,19 @@ def import_mlflow() -> ModuleType:
         import mlflow
         import mlflow.tracking
     except ModuleNotFoundError as exc:
-        ours = _missing_dependency(exc)
+        ours = missing_dependency(exc)
         if ours is None:
             raise
         raise ours from exc
     return mlflow
 
 
-def _missing_dependency(exc: ModuleNotFoundError) -> MissingDependencyError | None:
+def missing_dependency(exc: ModuleNotFoundError) -> MissingDependencyError | None:
+    """Our error for a missing module a tracked run needs (MLflow, its SDK, a store's client).
+
+    Returns:
+        ``None`` for a module this SDK does not know (the caller's own import).
+    """
     top = (exc.name or "").split(".")[0]
     if top not in REQUIREMENTS:
         return None
@@ -453,192 +468,7 @@ def _is_artifact_failure(exc: BaseException) -> bool:
     )
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, or its type's name when it has none."""
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
-
-
-# --- Michelangelo registry backends: gRPC status codes and Kubernetes API errors ---------
-# Owned by the registration feature (michelangelo_mlflow/_registry). ALREADY_EXISTS / 409
-# on create and NOT_FOUND / 404 on reads are control flow handled by the backends; every
-# other failure of a backend call becomes a RegistrationError here, chained by the caller.
-
-GRPC_ERRORS: Mapping[str, tuple[str, str]] = {
-    "CANCELLED": (
-        "the call was cancelled",
-        "retry the registration; it completes the missing half",
-    ),
-    "UNKNOWN": (
-        "the server failed with an unknown error",
-        "retry the registration; if it persists, check the API server's logs",
-    ),
-    "INVALID_ARGUMENT": (
-        "the server rejected the request as invalid",
-        "check MICHELANGELO_MLFLOW_CALLER and MA_API_SERVER_NAME (the rpc-caller and "
-        "rpc-service headers) and the model name; the details name the field",
-    ),
-    "DEADLINE_EXCEEDED": (
-        "the server did not answer in time",
-        "check that this pod can reach MA_API_SERVER, then retry the registration",
-    ),
-    "NOT_FOUND": (
-        "the project (namespace) does not exist on the server",
-        "pass namespace= an existing Michelangelo project (`ma project get`), or set MA_NAMESPACE",
-    ),
-    "ALREADY_EXISTS": (
-        "the Model already exists",
-        "use another model name, or delete the existing Model",
-    ),
-    "PERMISSION_DENIED": (
-        "the caller is not allowed to do this",
-        "ask the Michelangelo admin to grant this caller create and get on models in the project",
-    ),
-    "RESOURCE_EXHAUSTED": (
-        "the server is rate limiting or out of quota",
-        "retry the registration later; it completes the missing half",
-    ),
-    "FAILED_PRECONDITION": (
-        "the object changed concurrently (stale resourceVersion)",
-        "retry the registration; it re-reads the object",
-    ),
-    "ABORTED": (
-        "the call was aborted by a concurrent change",
-        "retry the registration",
-    ),
-    "OUT_OF_RANGE": (
-        "a value is out of range",
-        "check the model version and the arguments; the details name the field",
-    ),
-    "UNIMPLEMENTED": (
-        "the server does not implement the Model API",
-        "point MA_API_SERVER at the Michelangelo API server (default port 15566), not at "
-        "another gRPC service",
-    ),
-    "INTERNAL": (
-        "the server failed internally",
-        "retry the registration; if it persists, check the API server's logs",
-    ),
-    "UNAVAILABLE": (
-        "the server is not reachable",
-        "check MA_API_SERVER (host:port), that the API server is running and that this "
-        "pod may reach it (NetworkPolicy egress); set MICHELANGELO_MLFLOW_API_SERVER_TLS "
-        "to match the server",
-    ),
-    "DATA_LOSS": (
-        "the server reported data loss",
-        "check the API server's logs before retrying",
-    ),
-    "UNAUTHENTICATED": (
-        "the server did not accept this caller's credentials",
-        "configure the API server's credentials for this pod (TLS and the rpc-caller "
-        "identity, MICHELANGELO_MLFLOW_CALLER), then retry",
-    ),
-}
-"""gRPC status code name → (what happened, what to do), for the Michelangelo Model API."""
-
-
-def from_grpc(
-    exc: BaseException, *, endpoint: str, action: str, model_name: str
-) -> MichelangeloMlflowError:
-    """Our error for a failed Michelangelo Model API call (a ``grpc.RpcError``).
-
-    Args:
-        exc: The ``grpc.RpcError`` (a ``grpc.Call``) or any other failure of the call.
-        endpoint: The API server's ``host:port``.
-        action: What was attempted, such as ``create Model ml-team/fraud-3``.
-        model_name: The registered model name, for the error's attribute.
-
-    Returns:
-        A ``RegistrationError`` (not raised).
-    """
-    from michelangelo_mlflow.exceptions import RegistrationError
-
-    code_of = getattr(exc, "code", None)
-    code = str(getattr(code_of(), "name", "UNKNOWN")) if callable(code_of) else "UNKNOWN"
-    details_of = getattr(exc, "details", None)
-    details = (details_of() if callable(details_of) else None) or _first_line(exc)
-    what, fix = GRPC_ERRORS.get(code, GRPC_ERRORS["UNKNOWN"])
-    return RegistrationError(
-        f"could not {action} on the Michelangelo API server at {endpoint}: {what} "
-        f"({code}: {details})",
-        model_name=model_name,
-        fix=fix,
-    )
-
-
-def from_kubernetes(
-    exc: BaseException, *, server: str, verb: str, namespace: str, name: str, model_name: str
-) -> MichelangeloMlflowError:
-    """Our error for a failed Kubernetes API call on ``models.michelangelo.api``.
-
-    Args:
-        exc: A ``kubernetes.client.exceptions.ApiException``, a ``urllib3`` error or
-            any other failure of the call.
-        server: The Kubernetes API server URL.
-        verb: The RBAC verb of the call (``create``, ``get``).
-        namespace: The namespace of the Model.
-        name: The Model object's name.
-        model_name: The registered model name, for the error's attribute.
-
-    Returns:
-        A ``RegistrationError`` (not raised).
-    """
-    from michelangelo_mlflow.exceptions import RegistrationError
-
-    status = getattr(exc, "status", None)
-    reason = _kubernetes_reason(exc)
-    target = f"models.michelangelo.api {namespace}/{name}"
-    if status == 401:
-        message = f"the Kubernetes API server at {server} rejected the credentials (401)"
-        fix = (
-            "refresh the kubeconfig credentials (KUBECONFIG), or run in a pod whose "
-            "service account token is mounted"
-        )
-    elif status == 403:
-        message = (
-            f"the Kubernetes API server at {server} forbids verb {verb!r} on "
-            f"models.michelangelo.api in namespace {namespace!r} (403): {reason}"
-        )
-        fix = (
-            f"grant this identity the missing RBAC verb {verb!r} (the registration needs "
-            f"create and get on models, apiGroups [michelangelo.api]) in namespace "
-            f"{namespace!r} with a Role and RoleBinding, as docs/registration.md shows"
-        )
-    elif status == 404:
-        message = (
-            f"the Kubernetes API server at {server} has no namespace {namespace!r} or no "
-            f"Model CRD (404): {reason}"
-        )
-        fix = (
-            "pass namespace= an existing Michelangelo project, and check that the CRD is "
-            "installed: kubectl get crd models.michelangelo.api"
-        )
-    elif status in (400, 422):
-        message = f"the Kubernetes API server at {server} rejected the object ({status}): {reason}"
-        fix = "check the model name and arguments; the server's reason names the field"
-    elif isinstance(status, int):
-        message = f"the Kubernetes API server at {server} failed ({status}): {reason}"
-        fix = "retry the registration; it completes the missing half"
-    else:
-        message = f"could not reach the Kubernetes API server at {server}: {_first_line(exc)}"
-        fix = (
-            "check KUBECONFIG (or that this runs in a pod with KUBERNETES_SERVICE_HOST set) "
-            "and that the API server is reachable"
-        )
-    return RegistrationError(
-        f"could not {verb} {target}: {message}", model_name=model_name, fix=fix
-    )
-
-
-def _kubernetes_reason(exc: BaseException) -> str:
-    import json
-
-    body = getattr(exc, "body", None)
-    if isinstance(body, bytes | str) and body:
-        try:
-            parsed = json.loads(body)
-        except ValueError:
-            return str(body)[:200]
-        if isinstance(parsed, dict) and parsed.get("message"):
-            return str(parsed["message"])
-    return str(getattr(exc, "reason", None) or _first_line(exc))

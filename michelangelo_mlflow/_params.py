@@ -38,6 +38,7 @@ __all__ = [
     "is_secret_key",
     "prepare",
     "redact_text",
+    "redact_value",
 ]
 
 REDACTED = "<redacted>"
@@ -92,6 +93,19 @@ def redact_text(text: str, secrets: Iterable[str]) -> str:
         text = text.replace(secret, REDACTED)
     text = _URL_PASSWORD.sub(lambda m: m.group("head") + REDACTED, text)
     return _DSN_PASSWORD.sub(lambda m: m.group("head") + REDACTED, text)
+
+
+def redact_value(key: str, value: str, secrets: Iterable[str]) -> str:
+    """The value to store under ``key``, redacted.
+
+    :data:`REDACTED` for a secret-looking key, else ``value`` with configured secrets,
+    URL passwords and ``password=`` values redacted.
+
+    Example:
+        >>> redact_value("db.password", "hunter2", ()), redact_value("lr", "0.1", ())
+        ('<redacted>', '0.1')
+    """
+    return REDACTED if is_secret_key(key) else redact_text(value, secrets)
 
 
 def flatten(values: Any, *, prefix: str = "") -> dict[str, Any]:
@@ -176,7 +190,7 @@ def prepare(
                 variable=key[:60],
                 fix=f"use a shorter {kind} key",
             )
-        text = REDACTED if is_secret_key(key) else redact_text(_text(key, value), secrets)
+        text = redact_value(key, _text(key, value), secrets)
         if len(text) > limit:
             warnings.warn(
                 f"{kind} {key!r} is {len(text)} characters long; MLflow keeps at most "

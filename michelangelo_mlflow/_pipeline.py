@@ -36,8 +36,16 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from michelangelo_mlflow._provenance import TAG_PREFIX
 from michelangelo_mlflow._settings import Settings
+from michelangelo_mlflow._tags import (
+    ATTEMPT,
+    NAMESPACE,
+    PIPELINE_KEY,
+    PIPELINE_RUN,
+    PREVIOUS_ATTEMPT,
+    ROLE,
+    TASK_KEY,
+)
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
@@ -56,11 +64,6 @@ __all__ = [
     "task_key",
 ]
 
-TASK_KEY = TAG_PREFIX + "task_key"
-ATTEMPT = TAG_PREFIX + "attempt"
-PREVIOUS_ATTEMPT = TAG_PREFIX + "previous_attempt"
-PIPELINE_KEY = TAG_PREFIX + "pipeline_key"
-ROLE = TAG_PREFIX + "role"
 
 SETTLE_SECONDS = 1.0
 """How long a parent-run candidate waits for concurrent candidates before the election."""
@@ -160,8 +163,8 @@ def pipeline_parent(client: MlflowClient, experiment_id: str, settings: Settings
     tags = {
         PIPELINE_KEY: key,
         ROLE: "pipeline",
-        TAG_PREFIX + "namespace": settings.namespace or "",
-        TAG_PREFIX + "pipeline_run": settings.pipeline_run_name,
+        NAMESPACE: settings.namespace or "",
+        PIPELINE_RUN: settings.pipeline_run_name,
         "mlflow.note.content": f"Michelangelo pipeline run {settings.pipeline_run_name}: "
         "the task runs are nested under this run.",
     }

@@ -47,9 +47,11 @@ from michelangelo_mlflow._errors import (
     FIX_PERMISSION,
     FIX_TLS,
     FIX_UNREACHABLE,
+    first_line,
 )
 from michelangelo_mlflow._retry import Budget, retry_call
 from michelangelo_mlflow._settings import Settings
+from michelangelo_mlflow._state import STATE
 from michelangelo_mlflow._versions import (
     Verdict,
     client_version,
@@ -59,15 +61,23 @@ from michelangelo_mlflow._versions import (
     verdict,
 )
 from michelangelo_mlflow.exceptions import (
+    ArtifactStoreError,
     AuthenticationError,
     ConfigurationError,
+    MichelangeloMlflowError,
     MichelangeloMlflowWarning,
     PreflightError,
     TrackingServerUnreachableError,
     VersionMismatchError,
 )
 
-__all__ = ["CheckResult", "PreflightReport", "ensure_preflight", "preflight", "reset"]
+__all__ = [
+    "CheckResult",
+    "PreflightReport",
+    "artifact_round_trip",
+    "ensure_preflight",
+    "preflight",
+]
 
 logger = logging.getLogger("michelangelo_mlflow.preflight")
 
@@ -217,7 +227,7 @@ class _RetryableStatus(Exception):
 # --- the checks -----------------------------------------------------------------------
 @dataclass(frozen=True)
 class _Target:
-    """Where and how to send the preflight's requests."""
+    """Where and how to send the preflight's requests, and how to name the server."""
 
     base_url: str
     health_path: str
@@ -225,6 +235,9 @@ class _Target:
     auth: tuple[str, str] | None = field(repr=False)
     verify: bool | str
     databricks: bool
+    uri: str
+    label: str
+    fix_unreachable: str
 
 
 class _Prober:
@@ -326,46 +339,102 @@ def _report(
     return PreflightReport(uri, reachable, authenticated, server, client, result, tuple(checks))
 
 
+def _failed(
+    name: CheckName,
+    seconds: float,
+    message: str,
+    fix: str,
+    *,
+    uri: str,
+    kind: type[PreflightError] = PreflightError,
+    cause: BaseException | None = None,
+) -> CheckResult:
+    """The one constructor of a failed check and the typed error it raises."""
+    error = kind(message, tracking_uri=uri, fix=fix)
+    error.__cause__ = cause
+    return CheckResult(name, "failed", seconds, message, fix, error)
+
+
 def _check_reachability(prober: _Prober, uri: str) -> CheckResult:
     path = prober.target.health_path
     start = time.monotonic()
     try:
         response = prober.request("GET", path, authenticated=False)
     except Exception as exc:  # every failure becomes a report entry
-        seconds = time.monotonic() - start
-        return _unreachable(exc, uri, path, seconds, prober.settings.preflight_attempts)
+        return _unreachable(exc, prober, "reachability", path, time.monotonic() - start)
     seconds = time.monotonic() - start
-    return CheckResult(
-        "reachability", "passed", seconds, f"GET {path} answered HTTP {response.status_code}"
-    )
+    detail = f"GET {path} answered HTTP {response.status_code}"
+    if not prober.target.databricks and response.text.strip() != "OK":
+        detail += " (not MLflow's OK: the next check tells whether this is an MLflow server)"
+    return CheckResult("reachability", "passed", seconds, detail)
 
 
 def _unreachable(
-    exc: BaseException, uri: str, path: str, seconds: float, attempts: int
+    exc: BaseException, prober: _Prober, name: CheckName, path: str, seconds: float
 ) -> CheckResult:
+    fix = prober.target.fix_unreachable
     if isinstance(exc, requests.exceptions.SSLError):
-        reason, fix = "TLS certificate verification failed", FIX_TLS
+        reason, fix = _tls_reason(exc, prober.settings)
     elif isinstance(exc, _RetryableStatus):
-        reason, fix = f"it kept answering {exc}", FIX_UNREACHABLE
+        reason = f"it kept answering {exc}"
     elif isinstance(exc, requests.ConnectTimeout):
-        reason, fix = "the connection timed out", FIX_UNREACHABLE
+        reason = "the connection timed out"
     elif isinstance(exc, requests.ReadTimeout):
         reason = "it accepted the connection but did not answer in time"
-        fix = FIX_UNREACHABLE
     elif isinstance(exc, requests.ConnectionError):
-        reason, fix = _connection_reason(exc), FIX_UNREACHABLE
+        reason = _connection_reason(exc)
     else:
-        reason, fix = f"{type(exc).__name__}: {_first_line(exc)}", FIX_UNREACHABLE
+        reason = f"{type(exc).__name__}: {first_line(exc)}"
     message = (
-        f"the MLflow tracking server at {uri} is unreachable: {reason} "
-        f"(GET {path}, gave up after {seconds:.1f} s, at most {attempts} attempts)"
+        f"{prober.target.label} is unreachable: {reason} (GET {path}, gave up after "
+        f"{seconds:.1f} s, at most {prober.settings.preflight_attempts} attempts)"
     )
-    error = TrackingServerUnreachableError(message, tracking_uri=uri, fix=fix)
-    error.__cause__ = exc
-    return CheckResult("reachability", "failed", seconds, message, fix, error)
+    return _failed(
+        name,
+        seconds,
+        message,
+        fix,
+        uri=prober.target.uri,
+        kind=TrackingServerUnreachableError,
+        cause=exc,
+    )
+
+
+def _tls_reason(exc: BaseException, settings: Settings) -> tuple[str, str]:
+    # OpenSSL's words for a TLS hello answered in plain HTTP: "wrong version number"
+    # (OpenSSL 1.1 and 3.0/3.1, Python 3.10-3.12 here), "record layer failure" and
+    # "packet length too long" (OpenSSL 3.2+). Certificate problems say "certificate".
+    text = str(exc).lower()
+    plain = ("wrong version number", "record layer failure", "packet length too long")
+    if any(marker in text for marker in plain):
+        http = settings.safe_tracking_uri.replace("https://", "http://", 1)
+        return (
+            "it answered in plain HTTP on this port, not HTTPS (this is not a certificate problem)",
+            f"use {http}, or the port where the server (or its proxy) terminates TLS",
+        )
+    return f"TLS certificate verification failed ({first_line(exc)})", FIX_TLS
+
+
+def _not_mlflow(
+    prober: _Prober, name: CheckName, call: str, response: requests.Response, seconds: float
+) -> CheckResult:
+    kind = response.headers.get("Content-Type", "").split(";")[0] or "no content type"
+    sample = " ".join(response.text.split())[:80]
+    message = (
+        f"{prober.target.uri} answered {call} with HTTP {response.status_code} ({kind}: "
+        f"{sample!r}): it does not look like an MLflow tracking server (a proxy's login "
+        "page, or a path behind an ingress that is not MLflow's?)"
+    )
+    fix = (
+        "set MLFLOW_TRACKING_URI to the MLflow server's base URL, the one where "
+        "/health answers OK and /api/2.0/mlflow/... answer JSON (check the ingress path and "
+        "any authenticating proxy in front of it)"
+    )
+    return _failed(name, seconds, message, fix, uri=prober.target.uri)
 
 
 def _connection_reason(exc: requests.ConnectionError) -> str:
+    # urllib3 1.x/2.x and the OS (glibc, musl) word these; matched loosely on purpose.
     text = str(exc)
     if "Connection refused" in text or "ConnectionRefused" in text:
         return "connection refused (nothing listens on that port, or a firewall rejects it)"
@@ -375,7 +444,7 @@ def _connection_reason(exc: requests.ConnectionError) -> str:
         return "the connection timed out"
     if "RemoteDisconnected" in text or "Connection aborted" in text:
         return "the server closed the connection without answering"
-    return _first_line(exc)
+    return first_line(exc)
 
 
 def _check_authentication(prober: _Prober, uri: str) -> CheckResult:
@@ -384,69 +453,60 @@ def _check_authentication(prober: _Prober, uri: str) -> CheckResult:
     try:
         response = prober.request("POST", path, authenticated=True)
     except Exception as exc:  # every failure becomes a report entry
-        failed = _unreachable(
-            exc, uri, path, time.monotonic() - start, prober.settings.preflight_attempts
-        )
-        return CheckResult(
-            "authentication", "failed", failed.seconds, failed.detail, failed.fix, failed.error
-        )
+        return _unreachable(exc, prober, "authentication", path, time.monotonic() - start)
     seconds = time.monotonic() - start
     status = response.status_code
     method = prober.settings.credential_method
     if 200 <= status < 300:
+        if not _is_json_object(response):
+            return _not_mlflow(prober, "authentication", f"POST {path}", response, seconds)
         return CheckResult(
             "authentication", "passed", seconds, f"POST {path} answered HTTP {status} ({method})"
         )
+    if status not in (401, 403):
+        return _not_mlflow(prober, "authentication", f"POST {path}", response, seconds)
     if status == 401:
-        message, fix = _unauthenticated_message(uri, method)
-    elif status == 403:
-        message = (
-            f"the MLflow tracking server at {uri} denied the credentials ({method}) "
-            f"access to the tracking API (POST {path}: HTTP 403)"
-        )
-        fix = _FIX_DATABRICKS_TOKEN if method == "databricks" else FIX_PERMISSION
+        message, fix = _unauthenticated_message(prober.target.label, method)
     else:
         message = (
-            f"{uri} answered HTTP {status} to POST {path}: it does not look like an MLflow "
-            "tracking server"
+            f"{prober.target.label} denied the credentials ({method}) access to the "
+            f"tracking API (POST {path}: HTTP 403)"
         )
-        fix = (
-            "set MLFLOW_TRACKING_URI to the MLflow server's base URL (the one whose /health "
-            "and /api/2.0/mlflow/... paths answer)"
-        )
-        error: PreflightError = PreflightError(message, tracking_uri=uri, fix=fix)
-        return CheckResult("authentication", "failed", seconds, message, fix, error)
-    error = AuthenticationError(message, tracking_uri=uri, fix=fix)
-    return CheckResult("authentication", "failed", seconds, message, fix, error)
+        fix = _FIX_DATABRICKS_TOKEN if method == "databricks" else FIX_PERMISSION
+    return _failed(
+        "authentication", seconds, message, fix, uri=prober.target.uri, kind=AuthenticationError
+    )
 
 
-def _unauthenticated_message(uri: str, method: str) -> tuple[str, str]:
+def _is_json_object(response: requests.Response) -> bool:
+    try:
+        return isinstance(response.json(), dict)
+    except ValueError:
+        return False
+
+
+def _unauthenticated_message(label: str, method: str) -> tuple[str, str]:
     if method == "none":
         return (
-            f"the MLflow tracking server at {uri} requires credentials and none are set (HTTP 401)",
+            f"{label} requires credentials and none are set (HTTP 401)",
             FIX_CREDENTIALS,
         )
     if method == "basic":
         return (
-            f"the MLflow tracking server at {uri} rejected the basic-auth credentials "
-            "(MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD, or user:password@ in "
-            "the URI): HTTP 401",
+            f"{label} rejected the basic-auth credentials (MLFLOW_TRACKING_USERNAME / "
+            "MLFLOW_TRACKING_PASSWORD, or user:password@ in the URI): HTTP 401",
             "check the user name and password you pass at submission time: "
             "ma pipeline dev-run ... --env MLFLOW_TRACKING_USERNAME=<user> "
             "--env MLFLOW_TRACKING_PASSWORD=<password>",
         )
     if method == "token":
         return (
-            f"the MLflow tracking server at {uri} rejected the bearer token "
-            "(MLFLOW_TRACKING_TOKEN): HTTP 401",
+            f"{label} rejected the bearer token (MLFLOW_TRACKING_TOKEN): HTTP 401",
             "set MLFLOW_TRACKING_TOKEN to a valid token at submission time "
             "(ma pipeline dev-run ... --env MLFLOW_TRACKING_TOKEN=<token>), or use "
             "MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD if the server uses basic auth",
         )
-    return (
-        f"the Databricks workspace behind {uri} rejected the token (DATABRICKS_TOKEN): HTTP 401",
-        _FIX_DATABRICKS_TOKEN,
-    )
+    return (f"{label} rejected the token (DATABRICKS_TOKEN): HTTP 401", _FIX_DATABRICKS_TOKEN)
 
 
 def _check_version(
@@ -458,7 +518,7 @@ def _check_version(
     try:
         response = prober.request("GET", "/version", authenticated=True)
     except Exception as exc:  # a missing version is "unknown", not fatal
-        observed = f"GET /version failed: {_first_line(exc)}"
+        observed = f"GET /version failed: {first_line(exc)}"
     else:
         text = response.text.strip()
         if response.status_code == 200 and _looks_like_version(text):
@@ -504,13 +564,22 @@ def _target(settings: Settings) -> _Target:
         verify = False
     if settings.credential_method == "databricks":
         host, token = _databricks_credentials(settings)
+        host = host.rstrip("/")
         return _Target(
-            base_url=host.rstrip("/"),
+            base_url=host,
             health_path="/.well-known/databricks-config",
             auth_headers={"Authorization": f"Bearer {token}"},
             auth=None,
             verify=True,
             databricks=True,
+            uri=settings.safe_tracking_uri,
+            label=f"the Databricks workspace {host} (MLFLOW_TRACKING_URI="
+            f"{settings.safe_tracking_uri})",
+            fix_unreachable=(
+                f"check DATABRICKS_HOST ({host}) and that this pod may reach the workspace: "
+                f"curl {host}/.well-known/databricks-config from the compute namespace; allow "
+                "egress to it (NetworkPolicy, proxy settings HTTPS_PROXY/NO_PROXY)"
+            ),
         )
     headers: dict[str, str] = {}
     auth: tuple[str, str] | None = None
@@ -528,6 +597,9 @@ def _target(settings: Settings) -> _Target:
         auth=auth,
         verify=verify,
         databricks=False,
+        uri=settings.safe_tracking_uri,
+        label=f"the MLflow tracking server at {settings.safe_tracking_uri}",
+        fix_unreachable=FIX_UNREACHABLE,
     )
 
 
@@ -562,9 +634,6 @@ def _databricks_credentials(settings: Settings) -> tuple[str, str]:
 
 
 # --- the cache and the public entry points ---------------------------------------------
-_cache: dict[tuple[str, str], PreflightReport] = {}
-_warned: set[tuple[str, str]] = set()
-_lock = threading.Lock()
 _cache_key_secret = secrets.token_bytes(32)
 
 
@@ -604,18 +673,28 @@ def preflight(settings: Settings | None = None, *, force: bool = False) -> Prefl
         ...     print(report.fixes)
         >>> mm.preflight(force=True).raise_for_failure()  # doctest: +SKIP
     """
+    if settings is not None and not isinstance(settings, Settings):
+        raise ConfigurationError(
+            f"preflight(settings=...) takes a michelangelo_mlflow.Settings, not a "
+            f"{type(settings).__name__} ({settings!r:.60})",
+            variable="settings",
+            fix="pass mm.Settings(tracking_uri=...) (or nothing, to read the environment)",
+        )
     settings = settings if settings is not None else Settings()
     key = _cache_key(settings)
-    if not force:
-        with _lock:
-            cached = _cache.get(key)
-        if cached is not None:
-            return cached
-    report = _run_checks(settings)
-    logger.debug("preflight of %s: %r", report.tracking_uri, report)
-    if report.reachable is not False and report.authenticated is not False:
-        with _lock:
-            _cache[key] = report
+    with STATE.lock:
+        flight = STATE.preflight_flights.setdefault(key, threading.Lock())
+    with flight:  # one check per server at a time: concurrent starters share its result
+        if not force:
+            with STATE.lock:
+                cached: PreflightReport | None = STATE.preflight_reports.get(key)
+            if cached is not None:
+                return cached
+        report = _run_checks(settings)
+        logger.debug("preflight of %s: %r", report.tracking_uri, report)
+        if report.reachable is not False and report.authenticated is not False:
+            with STATE.lock:
+                STATE.preflight_reports[key] = report
     return report
 
 
@@ -662,25 +741,11 @@ def ensure_preflight(settings: Settings) -> None:
             fix=fix,
         )
     key = (report.tracking_uri, report.server_version or "")
-    with _lock:
-        if key in _warned:
+    with STATE.lock:
+        if key in STATE.version_warnings:
             return
-        _warned.add(key)
+        STATE.version_warnings.add(key)
     warnings.warn(f"{message}; fix: {fix}", MichelangeloMlflowWarning, stacklevel=3)
-
-
-def reset() -> None:
-    """Forget cached reports and issued warnings (for tests and long-lived processes).
-
-    Example:
-        >>> reset()
-    """
-    from michelangelo_mlflow._versions import forget_server_versions
-
-    with _lock:
-        _cache.clear()
-        _warned.clear()
-    forget_server_versions()
 
 
 def _our_version() -> str:
@@ -692,6 +757,90 @@ def _our_version() -> str:
         return "0"
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+def artifact_round_trip(settings: Settings) -> CheckResult:
+    """Write a tiny artifact through the artifact store and read it back (``doctor --artifacts``).
+
+    It creates one run in the configured experiment, writes a text file, downloads it,
+    compares, and deletes the run again.
+
+    Args:
+        settings: The configuration to check.
+
+    Returns:
+        The ``artifacts`` check: passed, or failed with the reason and the fix.
+    """
+    from michelangelo_mlflow._errors import FIX_ARTIFACTS
+
+    start = time.monotonic()
+    try:
+        _write_and_read_back(settings)
+    except TrackingServerUnreachableError as exc:
+        seconds = time.monotonic() - start
+        if not _answers_health(settings):
+            return CheckResult("artifacts", "failed", seconds, exc.message, exc.fix)
+        # The server answers: it is its artifact store that failed (the proxy drops the
+        # connection or answers 500 when the store cannot be written).
+        detail = (
+            f"the tracking server at {settings.safe_tracking_uri} answers, but writing to "
+            f"its artifact store failed: {exc.message}"
+        )
+        return CheckResult("artifacts", "failed", seconds, detail, FIX_ARTIFACTS)
+    except MichelangeloMlflowError as exc:
+        return CheckResult("artifacts", "failed", time.monotonic() - start, exc.message, exc.fix)
+    except Exception as exc:  # anything else on the way to the store is an artifact failure
+        detail = f"artifact round trip failed: {type(exc).__name__}: {first_line(exc)}"
+        return CheckResult("artifacts", "failed", time.monotonic() - start, detail, FIX_ARTIFACTS)
+    seconds = time.monotonic() - start
+    return CheckResult("artifacts", "passed", seconds, "wrote and read back a tiny artifact")
+
+
+def _answers_health(settings: Settings) -> bool:
+    try:
+        response = requests.get(
+            f"{settings.effective_tracking_uri.rstrip('/')}/health",
+            timeout=settings.preflight_timeout,
+            verify=_target(settings).verify,
+        )
+    except requests.RequestException:
+        return False
+    return response.status_code == 200
+
+
+def _write_and_read_back(settings: Settings) -> None:
+    import io
+    import tempfile
+    from contextlib import redirect_stdout
+
+    from mlflow.tracking import MlflowClient
+
+    from michelangelo_mlflow._errors import FIX_ARTIFACTS, translate
+    from michelangelo_mlflow._experiment import experiment_id
+    from michelangelo_mlflow._scope import mlflow_scope
+    from michelangelo_mlflow._tags import DOCTOR
+
+    uri = settings.safe_tracking_uri
+    content = secrets.token_hex(8)
+    # MLflow prints a "View run" link to stdout, which would break --json.
+    with mlflow_scope(settings), translate(uri), redirect_stdout(io.StringIO()):
+        client = MlflowClient(settings.effective_tracking_uri)
+        run = client.create_run(
+            experiment_id(client, settings, None),
+            run_name="michelangelo-mlflow-doctor",
+            tags={DOCTOR: "artifact round trip"},
+        )
+        run_id = run.info.run_id
+        try:
+            client.log_text(run_id, content, "doctor/round-trip.txt")
+            with tempfile.TemporaryDirectory() as tmp:
+                path = client.download_artifacts(run_id, "doctor/round-trip.txt", tmp)
+                read_back = Path(path).read_text()
+        finally:
+            client.set_terminated(run_id)
+            client.delete_run(run_id)
+    if read_back != content:
+        raise ArtifactStoreError(
+            f"the artifact read back from run {run_id} differs from the one written",
+            tracking_uri=uri,
+            run_id=run_id,
+            fix=FIX_ARTIFACTS,
+        )

@@ -1,62 +1,40 @@
-"""Provenance tags: where a run came from, under the ``michelangelo.`` prefix.
+"""Provenance tags: where a run came from, and what happened to it.
 
-=============================  ====================================================
-Tag                            Value
-=============================  ====================================================
-``michelangelo.namespace``     ``MA_NAMESPACE``: the Michelangelo project
-``michelangelo.pipeline_run``  ``MA_PIPELINE_RUN_NAME``: the pipeline run
-``michelangelo.task``          dotted path of the function run by ``tracked``
-``michelangelo.host``          host name (the pod's name in Kubernetes)
-``michelangelo.execution``     ``remote`` (task pod), ``local`` (local uniflow run)
-                               or ``interactive`` (notebook, script)
-``michelangelo.sdk_version``   version of michelangelo-mlflow
-``michelangelo.mlflow_client`` version of the MLflow client
-``michelangelo.error.type``    exception class, on a FAILED or KILLED run
-``michelangelo.error.message`` exception message (redacted), on a FAILED run
-``michelangelo.spool.dropped_  metric points dropped at the spool's size cap during
-points``                       a long outage (only when some were)
-``michelangelo.previous_error  the error tags of an earlier attempt, on a run
-.type`` / ``.message``         resumed by a retried task (its own are cleared)
-=============================  ====================================================
-
-MLflow adds its own standard tags (``mlflow.source.name``, ``mlflow.source.type``,
-``mlflow.user``, ``mlflow.source.git.commit`` …) when the run is created.
+The names are in :mod:`michelangelo_mlflow._tags`, with every other name this SDK
+writes. MLflow adds its own standard tags (``mlflow.source.name``, ``mlflow.user`` …)
+when the run is created.
 """
 
 from __future__ import annotations
 
-import functools
 import getpass
 import socket
 from collections.abc import Callable
 from typing import Any
 
 from michelangelo_mlflow._settings import Settings
+from michelangelo_mlflow._state import STATE
+from michelangelo_mlflow._tags import (
+    ERROR_MESSAGE,
+    ERROR_TAGS,
+    ERROR_TYPE,
+    EXECUTION,
+    HOST,
+    MLFLOW_CLIENT,
+    NAMESPACE,
+    PIPELINE_RUN,
+    PREVIOUS_ERROR_PREFIX,
+    SDK_VERSION,
+    TASK,
+)
 
 __all__ = [
-    "ERROR_TAGS",
-    "TAG_PREFIX",
     "dotted_path",
     "error_tags",
     "os_user",
     "provenance_tags",
     "superseded_error_tags",
 ]
-
-TAG_PREFIX = "michelangelo."
-
-NAMESPACE = TAG_PREFIX + "namespace"
-PIPELINE_RUN = TAG_PREFIX + "pipeline_run"
-TASK = TAG_PREFIX + "task"
-HOST = TAG_PREFIX + "host"
-EXECUTION = TAG_PREFIX + "execution"
-SDK_VERSION = TAG_PREFIX + "sdk_version"
-MLFLOW_CLIENT = TAG_PREFIX + "mlflow_client"
-ERROR_TYPE = TAG_PREFIX + "error.type"
-ERROR_MESSAGE = TAG_PREFIX + "error.message"
-ERROR_TAGS = (ERROR_TYPE, ERROR_MESSAGE)
-SPOOL_DROPPED = TAG_PREFIX + "spool.dropped_points"
-PREVIOUS_ERROR_PREFIX = TAG_PREFIX + "previous_error."
 
 _MAX_ERROR_MESSAGE = 1000
 
@@ -92,18 +70,20 @@ def provenance_tags(settings: Settings, *, task: str | None = None) -> dict[str,
     return {key: value for key, value in tags.items() if value}
 
 
-@functools.cache
 def _hostname() -> str:
-    return socket.gethostname()
+    with STATE.lock:
+        return STATE.facts.setdefault("host", socket.gethostname())
 
 
-@functools.cache
 def os_user() -> str:
     """The operating-system user running this process (``unknown`` if there is none)."""
-    try:
-        return getpass.getuser()
-    except (ImportError, KeyError, OSError):
-        return "unknown"
+    with STATE.lock:
+        if "user" not in STATE.facts:
+            try:
+                STATE.facts["user"] = getpass.getuser()
+            except (ImportError, KeyError, OSError):
+                STATE.facts["user"] = "unknown"
+        return STATE.facts["user"]
 
 
 def error_tags(exc: BaseException, *, secrets: tuple[str, ...]) -> dict[str, str]:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from michelangelo_mlflow import _delivery, _provenance
+from michelangelo_mlflow import _delivery, _tags
 from michelangelo_mlflow._courier import RunSpool, courier
 from michelangelo_mlflow._delivery import Outage, Refused, Route
 from michelangelo_mlflow._retry import Budget, retry_call
@@ -231,8 +231,8 @@ def _needs_final_status(spool: RunSpool) -> bool:
         return False
     now = int(time.time() * 1000)
     spool.append([
-        ["t", _provenance.ERROR_TYPE, PROCESS_ENDED],
-        ["t", _provenance.ERROR_MESSAGE, "the process ended without closing the run (killed, "
+        ["t", _tags.ERROR_TYPE, PROCESS_ENDED],
+        ["t", _tags.ERROR_MESSAGE, "the process ended without closing the run (killed, "
          "out of memory, or the tracking server was down when it ended); its records were "
          "replayed from the spool"],
         ["u", "KILLED", now, None],

@@ -27,6 +27,8 @@ class State:
     Attributes:
         lock: Guards every field (re-entrant).
         preflight_reports: Passing preflight reports by (tracking URI, credential digest).
+        preflight_flights: One lock per such key: concurrent first runs share one check.
+        facts: Facts about the process read once (host name, OS user).
         version_warnings: (tracking URI, server version) pairs already warned about.
         server_versions: Server versions seen by the preflight, by tracking URI.
         experiment_ids: Experiment ids by (tracking URI, name or id).
@@ -39,6 +41,8 @@ class State:
 
     lock: threading.RLock = field(default_factory=threading.RLock)
     preflight_reports: dict[tuple[str, str], Any] = field(default_factory=dict)
+    preflight_flights: dict[tuple[str, str], threading.Lock] = field(default_factory=dict)
+    facts: dict[str, str] = field(default_factory=dict)
     version_warnings: set[tuple[str, str]] = field(default_factory=set)
     server_versions: dict[str, str] = field(default_factory=dict)
     experiment_ids: dict[tuple[str, str | None], str] = field(default_factory=dict)
@@ -57,6 +61,7 @@ class State:
             self.version_warnings.clear()
             self.server_versions.clear()
             self.experiment_ids.clear()
+            self.facts.clear()
 
 
 STATE = State()

@@ -101,7 +101,7 @@ class SpoolingArtifactsMixin:
         from michelangelo_mlflow._delivery import is_transport_failure
 
         spool = _artifact_spool(self.artifact_uri)
-        if spool is None or not spool.outage_now():
+        if spool is None or spool.answers():
             try:
                 getattr(super(), method)(local, artifact_path)
                 return
@@ -275,8 +275,8 @@ class SpoolingStoreMixin:
         if run is None:
             return None
         info = run.info
-        return RunInfo(
-            run_id=info.run_id,
+        return RunInfo(  # positional: MLflow 2 names the first run_uuid, MLflow 3 run_id
+            info.run_id,
             experiment_id=info.experiment_id,
             user_id=info.user_id,
             status=status or info.status,

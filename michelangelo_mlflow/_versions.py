@@ -15,19 +15,18 @@ and the pin that fixes it.
 from __future__ import annotations
 
 import enum
-import threading
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as _dist_version
 
 from packaging.version import InvalidVersion, Version
 
+from michelangelo_mlflow._state import STATE
 from michelangelo_mlflow.exceptions import VersionMismatchError
 
 __all__ = [
     "Verdict",
     "client_version",
     "fetch_server_version",
-    "forget_server_versions",
     "known_server_version",
     "mismatch_message",
     "pin_for",
@@ -35,9 +34,6 @@ __all__ = [
     "skew_error",
     "verdict",
 ]
-
-_known_server_versions: dict[str, str] = {}
-_lock = threading.Lock()
 
 
 class Verdict(str, enum.Enum):
@@ -72,9 +68,9 @@ def client_version() -> str:
             return _dist_version(dist)
         except PackageNotFoundError:
             continue
-    import mlflow
+    from michelangelo_mlflow._errors import import_mlflow
 
-    return str(mlflow.__version__)
+    return str(import_mlflow().__version__)  # a source checkout; MissingDependencyError if none
 
 
 def verdict(client: str, server: str | None) -> Verdict:
@@ -134,20 +130,14 @@ def remember_server_version(tracking_uri: str, server: str | None) -> None:
         server: The version the server reported; ``None`` is ignored.
     """
     if server is not None:
-        with _lock:
-            _known_server_versions[tracking_uri] = server
+        with STATE.lock:
+            STATE.server_versions[tracking_uri] = server
 
 
 def known_server_version(tracking_uri: str) -> str | None:
     """The version remembered for ``tracking_uri``, or ``None``."""
-    with _lock:
-        return _known_server_versions.get(tracking_uri)
-
-
-def forget_server_versions() -> None:
-    """Forget every remembered server version (for tests)."""
-    with _lock:
-        _known_server_versions.clear()
+    with STATE.lock:
+        return STATE.server_versions.get(tracking_uri)
 
 
 def fetch_server_version(tracking_uri: str, *, timeout: float = 2.0) -> str | None:

@@ -396,6 +396,7 @@ class WorkerRun:
                 role="worker",
                 max_bytes=int(settings.spool_max_bytes),
                 interval=settings.flush_interval,
+                secrets=settings.secret_values(),
             )
         self._client = client
         self._writer = ParamTagWriter(client, self.run_id, settings.secret_values())

@@ -7,12 +7,20 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 
+_HELD: list[socket.socket] = []  # closed ports stay reserved for the whole session
+
 
 def closed_port() -> int:
-    """A loopback port nothing listens on (bound, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
+    """A loopback port that refuses connections for the rest of the test session.
+
+    The port is bound and never listened on, and the socket is kept open: a connect
+    is refused at once, and no other process can start listening on it meanwhile
+    (a port bound and released could be taken by anything started later).
+    """
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    _HELD.append(sock)
+    port: int = sock.getsockname()[1]
     return port
 
 

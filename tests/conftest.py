@@ -11,9 +11,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 import michelangelo_mlflow as mm
-from michelangelo_mlflow import _preflight
-from michelangelo_mlflow._scope import set_active_experiment
 from michelangelo_mlflow.testing import TrackingServer
+
+pytest_plugins = ["michelangelo_mlflow.testing.pytest_plugin"]
 
 _ENV_PREFIXES = ("MLFLOW_", "MICHELANGELO_MLFLOW_", "MA_", "UF_", "DATABRICKS_")
 _ENV_NAMES = ("TRACKING_URI", "KUBECONFIG", "KUBERNETES_SERVICE_HOST")
@@ -31,12 +31,9 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterat
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
     mlflow.set_tracking_uri(None)  # type: ignore[arg-type]
-    _preflight.reset()  # no cached preflight report or version warning leaks across tests
     yield
-    while mlflow.active_run() is not None:
-        mlflow.end_run()
     mlflow.set_tracking_uri(None)  # type: ignore[arg-type]
-    set_active_experiment(None)  # what mlflow.set_experiment() left behind
+    mlflow.tracking.fluent._active_experiment_id = None  # what mlflow.set_experiment() left
 
 
 @pytest.fixture(scope="session")
@@ -76,14 +73,9 @@ def logged_model(tracking_server: TrackingServer) -> mlflow.models.model.ModelIn
     """
     from sklearn.linear_model import LogisticRegression
 
-    from michelangelo_mlflow._scope import mlflow_scope
-    from michelangelo_mlflow._settings import Settings
-
-    with mlflow_scope(Settings(tracking_uri=tracking_server.url)):
-        mlflow.set_experiment("registry-tests")
-        with mlflow.start_run():
-            mlflow.log_metric("auc", 0.91)
-            mlflow.log_metric("logloss", 0.3)
-            classifier = LogisticRegression().fit([[0.0], [1.0], [0.2], [0.9]], [0, 1, 0, 1])
-            info = mlflow.sklearn.log_model(classifier, name="model")
-    return info
+    settings = mm.Settings(tracking_uri=tracking_server.url)
+    with mm.tracking_run("registry-tests", settings=settings):
+        mlflow.log_metric("auc", 0.91)
+        mlflow.log_metric("logloss", 0.3)
+        classifier = LogisticRegression().fit([[0.0], [1.0], [0.2], [0.9]], [0, 1, 0, 1])
+        return mlflow.sklearn.log_model(classifier, name="model")

@@ -6,13 +6,16 @@ import json
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 from click.testing import CliRunner
 
 from michelangelo_mlflow._cli import main
+from michelangelo_mlflow._errors import FIX_ARTIFACTS
 from michelangelo_mlflow.testing import TrackingServer
 from tests._faults import closed_port
 
@@ -55,6 +58,52 @@ def test_doctor_json_with_an_artifact_round_trip(
     ]
     assert {c["status"] for c in payload["checks"]} == {"passed"}
     assert payload["configuration"]["tracking_uri"] == tracking_server.url
+
+
+@pytest.fixture(scope="module")
+def broken_artifact_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrackingServer]:
+    """A real server whose artifact destination is a file: every artifact write fails."""
+    with TrackingServer(tmp_path_factory.mktemp("broken-artifacts")) as server:
+        destination = server.root / "artifacts"
+        shutil.rmtree(destination, ignore_errors=True)
+        destination.write_text("not a directory\n")
+        yield server
+
+
+def doctor_artifacts(
+    runner: CliRunner, server: TrackingServer, monkeypatch: pytest.MonkeyPatch
+) -> Any:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", server.url)
+    # One quick retry (a keep-alive connection the server closed), not MLflow's minutes.
+    monkeypatch.setenv("MICHELANGELO_MLFLOW_HTTP_MAX_RETRIES", "1")
+    monkeypatch.setenv("MICHELANGELO_MLFLOW_HTTP_BACKOFF_FACTOR", "0")
+    return runner.invoke(main, ["doctor", "--json", "--artifacts"])
+
+
+def test_doctor_artifacts_reports_a_failing_artifact_store(
+    runner: CliRunner, broken_artifact_store: TrackingServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    result = doctor_artifacts(runner, broken_artifact_store, monkeypatch)
+    assert result.exit_code == 1, result.output
+    payload = json.loads(result.stdout)
+    assert payload["ok"] is False
+    assert [(c["name"], c["status"]) for c in payload["checks"]] == [
+        ("reachability", "passed"),
+        ("authentication", "passed"),
+        ("version", "passed"),
+        ("artifacts", "failed"),
+    ]
+    assert "mlflow-artifacts/artifacts/" in payload["checks"][-1]["detail"]  # the upload
+    failure_lines = [line for line in result.stderr.splitlines() if " failed: " in line]
+    assert len(failure_lines) == 1
+    assert failure_lines[0].startswith("artifacts failed:")
+
+
+def test_doctor_artifacts_failure_says_to_check_the_artifact_store(
+    runner: CliRunner, broken_artifact_store: TrackingServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    result = doctor_artifacts(runner, broken_artifact_store, monkeypatch)
+    assert json.loads(result.stdout)["checks"][-1]["fix"] == FIX_ARTIFACTS
 
 
 def test_doctor_fails_with_one_line_per_failure_and_its_fix(runner: CliRunner) -> None:
@@ -126,7 +175,7 @@ def test_netpol_prints_the_guides_policy_as_valid_yaml(runner: CliRunner) -> Non
         ["netpol", "--namespace", "ml-team", "--cidr", "10.1.2.3/32", "--selector", "app=train"],
     )
     assert result.exit_code == 0, result.output
-    policy = yaml.safe_load(result.output)
+    policy = yaml.safe_load(result.stdout)
     assert policy["kind"] == "NetworkPolicy"
     assert policy["metadata"] == {"name": "allow-mlflow-egress", "namespace": "ml-team"}
     assert policy["spec"]["podSelector"] == {"matchLabels": {"app": "train"}}
@@ -134,32 +183,68 @@ def test_netpol_prints_the_guides_policy_as_valid_yaml(runner: CliRunner) -> Non
     assert {p["port"] for p in dns["ports"]} == {53}
     assert mlflow_rule["to"] == [{"ipBlock": {"cidr": "10.1.2.3/32"}}]
     assert mlflow_rule["ports"] == [{"protocol": "TCP", "port": 5000}]
+    # The artifact store is not in it unless asked for, and the output says so loudly.
+    assert "does NOT allow egress to the artifact store" in result.stdout
+    assert "warning:" in result.stderr
 
 
-def test_netpol_bare_ip_means_slash_32_and_no_selector_means_every_pod(
-    runner: CliRunner,
-) -> None:
+def test_netpol_bare_ip_means_slash_32_and_artifact_stores_are_added(runner: CliRunner) -> None:
     result = runner.invoke(
-        main, ["netpol", "--namespace", "ml", "--cidr", "10.0.0.7", "--port", "443"]
-    )
-    policy = yaml.safe_load(result.output)
-    assert policy["spec"]["podSelector"] == {}
-    assert policy["spec"]["egress"][1]["to"][0]["ipBlock"]["cidr"] == "10.0.0.7/32"
-    assert policy["spec"]["egress"][1]["ports"][0]["port"] == 443
+        main,
+        [
+            "netpol", "--namespace", "ml", "--cidr", "10.0.0.7", "--port", "443",
+            "--selector", "app.kubernetes.io/name=train",
+            "--artifact-store", "52.216.0.0/15", "--artifact-store", "10.9.0.0/16:9000",
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    policy = yaml.safe_load(result.stdout)
+    rules = policy["spec"]["egress"][1:]
+    assert [(r["to"][0]["ipBlock"]["cidr"], r["ports"][0]["port"]) for r in rules] == [
+        ("10.0.0.7/32", 443),
+        ("52.216.0.0/15", 443),
+        ("10.9.0.0/16", 9000),
+    ]
+    assert "artifact store" not in result.stderr
 
 
 @pytest.mark.parametrize(
-    ("args", "message"),
+    ("args", "variable", "message"),
     [
-        (["--cidr", "mlflow.example.com"], "not an IP address"),
-        (["--cidr", "10.0.0.1", "--selector", "novalue"], "not KEY=VALUE"),
-        (["--cidr", "10.0.0.1", "--port", "70000"], "70000"),
+        (["--cidr", "mlflow.example.com"], "--cidr", "not an IP address"),
+        (["--cidr", "10.0.0.1", "--selector", "novalue"], "--selector", "not KEY=VALUE"),
+        (["--cidr", "10.0.0.1", "--port", "70000"], "--port", "70000"),
+        (["--cidr", "10.0.0.1"], "--selector", "every pod in the namespace"),
+        (["--cidr", "10.0.0.1", "--selector", "app=bad value!"], "--selector", "label value"),
+        (["--cidr", "10.0.0.1", "--selector", "bad key!=x"], "--selector", "label name"),
+        (["--cidr", "10.0.0.1", "--selector", "/app=x"], "--selector", "DNS subdomain"),
+        (["--cidr", "10.0.0.1", "--selector", "app=x", "--name", "Bad Name!"], "--name",
+         "DNS-1123 subdomain"),
+        (["--cidr", "10.0.0.1", "--selector", "app=x", "--artifact-store", "s3.amazonaws.com"],
+         "--artifact-store", "not an IP address"),
     ],
-)
-def test_netpol_rejects_bad_input(runner: CliRunner, args: list[str], message: str) -> None:
+)  # fmt: skip
+def test_netpol_rejects_bad_input(
+    runner: CliRunner, args: list[str], variable: str, message: str
+) -> None:
     result = runner.invoke(main, ["netpol", "--namespace", "ml", *args])
     assert result.exit_code == 2
     assert message in result.output
+    assert variable in result.output
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("namespace", ["Bad_NS", "UPPER", "-leading", "a" * 64, "dots.not.ok"])
+def test_netpol_refuses_a_namespace_kubernetes_would_reject(
+    runner: CliRunner, namespace: str
+) -> None:
+    result = runner.invoke(
+        main, ["netpol", "--namespace", namespace, "--cidr", "10.0.0.1", "--selector", "app=x"]
+    )
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: --namespace")
+    assert "DNS-1123 label" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
 
 
 def test_entry_point_is_installed() -> None:

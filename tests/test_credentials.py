@@ -8,8 +8,9 @@ import os
 import uuid
 import warnings
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import requests
@@ -18,16 +19,20 @@ from click.testing import CliRunner
 from mlflow.tracking import MlflowClient
 
 from michelangelo_mlflow._cli import main
-from michelangelo_mlflow._preflight import ensure_preflight, preflight
+from michelangelo_mlflow._preflight import PreflightReport, ensure_preflight, preflight
 from michelangelo_mlflow._scope import mlflow_scope
 from michelangelo_mlflow._settings import Settings
 from michelangelo_mlflow.exceptions import (
+    AuthenticationError,
     ConfigurationError,
     MichelangeloMlflowError,
     MichelangeloMlflowWarning,
+    TrackingServerUnreachableError,
 )
 from michelangelo_mlflow.testing import TrackingServer
 from tests._faults import closed_port
+
+T = TypeVar("T")
 
 # --- validation ---------------------------------------------------------------------
 
@@ -118,9 +123,32 @@ def test_secrets_leave_os_environ_when_the_scope_ends() -> None:
 
 
 # --- the canary ---------------------------------------------------------------------
+# Every case runs every public path (settings, preflight, errors, the CLI) with a user
+# name and a secret unique to the test, checks that the outcome is the one the case is
+# named after, and (in the ``sink`` fixture) that neither value appears in any text
+# those paths produced: messages, reprs, fixes, warnings, logs, CLI output.
 
-CANARY = f"canary{uuid.uuid4().hex}"
-CANARY_USER = f"canaryuser{uuid.uuid4().hex[:12]}"
+
+@dataclass(frozen=True)
+class Canary:
+    """A basic-auth user name and a secret that no other test uses."""
+
+    user: str
+    secret: str
+
+    def fill(self, template: str) -> str:
+        return template.format(user=self.user, secret=self.secret)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the public paths did with one configuration."""
+
+    settings: Settings | None
+    settings_error: ConfigurationError | None
+    report: PreflightReport | None
+    ensure_error: MichelangeloMlflowError | None
+    exit_codes: dict[str, int]  # by CLI command line
 
 
 class Sink:
@@ -133,162 +161,248 @@ class Sink:
         self.texts.extend(str(t) for t in texts)
 
     def error(self, exc: BaseException) -> None:
-        while exc is not None:
-            fix = exc.fix if isinstance(exc, MichelangeloMlflowError) else ""
-            self.add(str(exc), repr(exc), fix)
-            exc = exc.__cause__  # type: ignore[assignment]
+        seen: set[int] = set()
+        pending: list[BaseException | None] = [exc]
+        while pending:
+            current = pending.pop()
+            if current is None or id(current) in seen:
+                continue
+            seen.add(id(current))
+            fix = current.fix if isinstance(current, MichelangeloMlflowError) else ""
+            self.add(str(current), repr(current), fix)
+            pending += [current.__cause__, current.__context__]
 
-    def expect(self, call: Callable[[], object]) -> None:
+    def call(self, fn: Callable[[], T]) -> tuple[T | None, MichelangeloMlflowError | None]:
+        """Call ``fn``; record its result or its typed error (any other error fails)."""
         try:
-            self.add(repr(call()))
-        except Exception as exc:  # every failure path is exercised on purpose
+            value = fn()
+        except MichelangeloMlflowError as exc:
             self.error(exc)
+            return None, exc
+        self.add(repr(value))
+        return value, None
 
 
 @pytest.fixture
-def sink(caplog: pytest.LogCaptureFixture) -> Iterator[Sink]:
+def canary() -> Canary:
+    return Canary(f"canaryuser{uuid.uuid4().hex[:12]}", f"canary{uuid.uuid4().hex}")
+
+
+@pytest.fixture
+def sink(caplog: pytest.LogCaptureFixture, canary: Canary) -> Iterator[Sink]:
     caplog.set_level(logging.DEBUG)
     collected = Sink()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        yield collected
-    collected.add(*(w.message for w in caught))
-    collected.add(caplog.text, *(r.getMessage() for r in caplog.records))
-    leaked = [text for text in collected.texts if CANARY in text or CANARY_USER in text]
+    yield collected
+    formatter = logging.Formatter()
+    for record in caplog.get_records("setup") + caplog.get_records("call"):
+        collected.add(formatter.format(record))
+    leaked = [t for t in collected.texts if canary.secret in t or canary.user in t]
     assert leaked == []
     assert collected.texts  # the paths really produced output to check
 
 
-def _exercise(sink: Sink, settings_factory: Callable[[], Settings]) -> None:
-    """Every public path with one configuration: settings, preflight, errors, CLI."""
-    planted = _canary_variables()
+def _exercise(sink: Sink, canary: Canary) -> Outcome:
+    """Every public path with the environment's configuration: settings, preflight, CLI."""
+    planted = _canary_variables(canary)
     try:
-        _exercise_paths(sink, settings_factory)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            outcome = _exercise_paths(sink)
+        sink.add(*(w.message for w in caught))
     finally:
         # Nothing wrote a secret into os.environ beyond what the test itself planted.
-        assert _canary_variables() == planted
+        assert _canary_variables(canary) == planted
+    return outcome
 
 
-def _canary_variables() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if CANARY in v or CANARY_USER in v}
+def _canary_variables(canary: Canary) -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if canary.secret in v or canary.user in v}
 
 
-def _exercise_paths(sink: Sink, settings_factory: Callable[[], Settings]) -> None:
-    sink.expect(settings_factory)
-    try:
-        settings = settings_factory()
-    except ConfigurationError:
-        settings = None
+def _exercise_paths(sink: Sink) -> Outcome:
+    settings, settings_error = sink.call(Settings)
+    assert settings_error is None or isinstance(settings_error, ConfigurationError)
+    report = ensure_error = None
     if settings is not None:
         sink.add(repr(settings), *(f"{r}" for r in settings.describe()))
-        sink.expect(lambda: preflight(settings, force=True))
-        sink.expect(lambda: preflight(settings).to_dict())
-        sink.expect(lambda: ensure_preflight(settings))
+        report, _ = sink.call(lambda: preflight(settings, force=True))
+        assert report is not None  # a report describes failures; it does not raise them
+        for check in report.checks:
+            sink.add(repr(check))
+            if check.error is not None:
+                sink.error(check.error)
+        sink.call(lambda: preflight(settings).to_dict())
+        _, ensure_error = sink.call(lambda: ensure_preflight(settings))
     runner = CliRunner()
+    exit_codes = {}
     for args in (["doctor"], ["doctor", "--json"], ["config"], ["config", "--json"]):
         result = runner.invoke(main, args)
         sink.add(result.output, result.stderr)
-        if result.exception and not isinstance(result.exception, SystemExit):
-            sink.error(result.exception)
+        if result.exception is not None and not isinstance(result.exception, SystemExit):
+            raise result.exception  # the CLI turns errors into one line; it never crashes
+        exit_codes[" ".join(args)] = result.exit_code
+    return Outcome(settings, settings_error, report, ensure_error, exit_codes)
 
 
-@pytest.fixture
-def canary_user(auth_server: TrackingServer) -> str:
-    """A basic-auth user whose name and password are canaries, with EDIT on one experiment."""
-    admin = (auth_server.admin_username, auth_server.admin_password)
-    existing = requests.get(
-        f"{auth_server.url}/api/2.0/mlflow/users/get",
-        params={"username": CANARY_USER},
-        auth=admin,
-        timeout=10,
-    )
-    if existing.status_code != 200:
-        auth_server.create_user(CANARY_USER, CANARY)
-    return CANARY_USER
+DOCTOR_FAILS = {"doctor": 1, "doctor --json": 1, "config": 0, "config --json": 0}
+ALL_PASS = {"doctor": 0, "doctor --json": 0, "config": 0, "config --json": 0}
+CONFIGURATION_ERROR = {"doctor": 2, "doctor --json": 2, "config": 2, "config --json": 2}
 
 
 def test_canary_wrong_basic_password(
-    sink: Sink, auth_server: TrackingServer, monkeypatch: pytest.MonkeyPatch
+    sink: Sink, canary: Canary, auth_server: TrackingServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    auth_server.create_user(canary.user, f"the-right-one-{uuid.uuid4().hex}")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", auth_server.url)
-    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", CANARY_USER)
-    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", CANARY)
-    _exercise(sink, Settings)
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", canary.user)
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", canary.secret)
+    outcome = _exercise(sink, canary)
+    assert outcome.report is not None
+    assert (outcome.report.reachable, outcome.report.authenticated) == (True, False)
+    assert isinstance(outcome.ensure_error, AuthenticationError)
+    assert "rejected the basic-auth" in str(outcome.ensure_error)
+    assert "MLFLOW_TRACKING_PASSWORD" in (outcome.ensure_error.fix or "")
+    assert outcome.exit_codes == DOCTOR_FAILS
 
 
 def test_canary_token(
-    sink: Sink, auth_server: TrackingServer, monkeypatch: pytest.MonkeyPatch
+    sink: Sink, canary: Canary, auth_server: TrackingServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", auth_server.url)
-    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", CANARY)
-    _exercise(sink, Settings)
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", canary.secret)
+    outcome = _exercise(sink, canary)
+    assert outcome.settings is not None
+    assert outcome.settings.credential_method == "token"
+    assert outcome.report is not None
+    assert outcome.report.authenticated is False  # basic auth does not take a bearer token
+    assert isinstance(outcome.ensure_error, AuthenticationError)
+    assert "MLFLOW_TRACKING_TOKEN" in str(outcome.ensure_error)
+    assert outcome.exit_codes == DOCTOR_FAILS
 
 
+@pytest.mark.parametrize("accepted", [True, False], ids=["accepted", "rejected"])
 def test_canary_in_the_uri(
-    sink: Sink, auth_server: TrackingServer, monkeypatch: pytest.MonkeyPatch
+    sink: Sink,
+    canary: Canary,
+    auth_server: TrackingServer,
+    monkeypatch: pytest.MonkeyPatch,
+    accepted: bool,
 ) -> None:
+    password = canary.secret if accepted else f"another-{uuid.uuid4().hex}"
+    auth_server.create_user(canary.user, password)
     host = auth_server.url.removeprefix("http://")
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://{CANARY_USER}:{CANARY}@{host}")
-    _exercise(sink, Settings)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", canary.fill(f"http://{{user}}:{{secret}}@{host}"))
+    outcome = _exercise(sink, canary)
+    assert outcome.settings is not None
+    assert outcome.settings.credential_method == "basic"
+    assert outcome.settings.safe_tracking_uri == auth_server.url
+    assert outcome.report is not None
+    assert outcome.report.tracking_uri == auth_server.url
+    if accepted:  # the credentials were taken out of the URI and sent
+        assert outcome.report.ok
+        assert outcome.report.authenticated is True
+        assert outcome.ensure_error is None
+        assert outcome.exit_codes == ALL_PASS
+    else:
+        assert outcome.report.authenticated is False
+        assert isinstance(outcome.ensure_error, AuthenticationError)
+        assert "in the URI" in str(outcome.ensure_error)
+        assert outcome.exit_codes == DOCTOR_FAILS
 
 
-def test_canary_unreachable(sink: Sink, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_canary_unreachable(sink: Sink, canary: Canary, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{closed_port()}")
-    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", CANARY_USER)
-    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", CANARY)
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", canary.user)
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", canary.secret)
     monkeypatch.setenv("MICHELANGELO_MLFLOW_PREFLIGHT_DEADLINE", "1")
-    _exercise(sink, Settings)
+    outcome = _exercise(sink, canary)
+    assert outcome.report is not None
+    assert outcome.report.reachable is False
+    assert isinstance(outcome.ensure_error, TrackingServerUnreachableError)
+    assert "connection refused" in str(outcome.ensure_error)
+    assert outcome.exit_codes == DOCTOR_FAILS
 
 
 @pytest.mark.parametrize(
-    "env",
+    ("env", "variable"),
     [
-        {"MLFLOW_TRACKING_USERNAME": CANARY_USER},
-        {"MLFLOW_TRACKING_PASSWORD": CANARY},
-        {
-            "MLFLOW_TRACKING_USERNAME": CANARY_USER,
-            "MLFLOW_TRACKING_PASSWORD": CANARY,
-            "MLFLOW_TRACKING_TOKEN": CANARY,
-        },
-        {
-            "MLFLOW_TRACKING_URI": f"https://{CANARY_USER}:{CANARY}@m.example.com",
-            "MLFLOW_TRACKING_PASSWORD": CANARY,
-        },
-        {"MLFLOW_TRACKING_URI": "databricks", "DATABRICKS_TOKEN": CANARY},
-        {"MLFLOW_TRACKING_URI": f"https://{CANARY_USER}:{CANARY}@m.example.com/ with space"},
+        ({"MLFLOW_TRACKING_USERNAME": "{user}"}, "MLFLOW_TRACKING_PASSWORD"),
+        ({"MLFLOW_TRACKING_PASSWORD": "{secret}"}, "MLFLOW_TRACKING_USERNAME"),
+        (
+            {
+                "MLFLOW_TRACKING_USERNAME": "{user}",
+                "MLFLOW_TRACKING_PASSWORD": "{secret}",
+                "MLFLOW_TRACKING_TOKEN": "{secret}",
+            },
+            "MLFLOW_TRACKING_TOKEN",
+        ),
+        (
+            {
+                "MLFLOW_TRACKING_URI": "https://{user}:{secret}@m.example.com",
+                "MLFLOW_TRACKING_PASSWORD": "{secret}",
+            },
+            "MLFLOW_TRACKING_URI",
+        ),
+        ({"MLFLOW_TRACKING_URI": "databricks", "DATABRICKS_TOKEN": "{secret}"}, "DATABRICKS_HOST"),
+        (
+            {"MLFLOW_TRACKING_URI": "https://{user}:{secret}@m.example.com/ with space"},
+            "MLFLOW_TRACKING_URI",
+        ),
     ],
+    ids=["user-only", "password-only", "two-methods", "twice", "databricks", "not-a-uri"],
 )
 def test_canary_configuration_errors(
-    sink: Sink, monkeypatch: pytest.MonkeyPatch, env: dict[str, str]
+    sink: Sink,
+    canary: Canary,
+    monkeypatch: pytest.MonkeyPatch,
+    env: dict[str, str],
+    variable: str,
 ) -> None:
-    env.setdefault("MLFLOW_TRACKING_URI", "https://mlflow.example.com")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "https://mlflow.example.com")
     for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    _exercise(sink, Settings)
+        monkeypatch.setenv(name, canary.fill(value))
+    outcome = _exercise(sink, canary)
+    assert isinstance(outcome.settings_error, ConfigurationError)
+    assert outcome.settings_error.variable == variable
+    assert outcome.report is None
+    assert outcome.exit_codes == CONFIGURATION_ERROR
 
 
-def test_canary_databricks_rejected_token(sink: Sink, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_canary_databricks_rejected_token(
+    sink: Sink, canary: Canary, monkeypatch: pytest.MonkeyPatch
+) -> None:
     host = "https://adb-1.azuredatabricks.net"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "databricks")
     monkeypatch.setenv("DATABRICKS_HOST", host)
-    monkeypatch.setenv("DATABRICKS_TOKEN", CANARY)
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+    monkeypatch.setenv("DATABRICKS_TOKEN", canary.secret)
+    with responses.RequestsMock(assert_all_requests_are_fired=True) as mock:
         mock.get(f"{host}/.well-known/databricks-config", json={})
         mock.post(
             f"{host}/api/2.0/mlflow/experiments/search",
             status=403,
             json={"error_code": "PERMISSION_DENIED"},
         )
-        _exercise(sink, Settings)
-        assert any(c.request.headers.get("Authorization") == f"Bearer {CANARY}" for c in mock.calls)
+        outcome = _exercise(sink, canary)
+        sent = {
+            c.request.headers.get("Authorization")
+            for c in mock.calls
+            if "search" in (c.request.url or "")
+        }
+    assert sent == {f"Bearer {canary.secret}"}
+    assert outcome.report is not None
+    assert (outcome.report.reachable, outcome.report.authenticated) == (True, False)
+    assert isinstance(outcome.ensure_error, AuthenticationError)
+    assert "DATABRICKS_TOKEN" in (outcome.ensure_error.fix or "")
+    assert outcome.exit_codes == DOCTOR_FAILS
 
 
 def _canary_run(
-    auth_server: TrackingServer, canary_user: str, monkeypatch: pytest.MonkeyPatch
+    auth_server: TrackingServer, canary: Canary, monkeypatch: pytest.MonkeyPatch
 ) -> tuple[Settings, Any]:
     """Run ``tracking_run`` as the canary user (EDIT on a fresh experiment); its data."""
     from michelangelo_mlflow._run import tracking_run
 
+    auth_server.create_user(canary.user, canary.secret)
     admin_settings = Settings(
         tracking_uri=auth_server.url,
         tracking_username=auth_server.admin_username,
@@ -300,7 +414,7 @@ def _canary_run(
     requests.post(
         f"{auth_server.url}/api/3.0/mlflow/users/permissions/grant",
         json={
-            "username": canary_user,
+            "username": canary.user,
             "resource_type": "experiment",
             "resource_id": experiment_id,
             "permission": "EDIT",
@@ -309,8 +423,8 @@ def _canary_run(
         timeout=10,
     ).raise_for_status()
     monkeypatch.setenv("MLFLOW_TRACKING_URI", auth_server.url)
-    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", canary_user)
-    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", CANARY)
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", canary.user)
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", canary.secret)
     with tracking_run(experiment, params={"alpha": 0.5}, tags={"team": "ml"}) as run:
         pass
     with mlflow_scope(admin_settings):
@@ -318,21 +432,26 @@ def _canary_run(
 
 
 def test_canary_successful_run_with_params_and_tags(
-    sink: Sink, auth_server: TrackingServer, canary_user: str, monkeypatch: pytest.MonkeyPatch
+    sink: Sink, canary: Canary, auth_server: TrackingServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    settings, data = _canary_run(auth_server, canary_user, monkeypatch)
-    _exercise(sink, Settings)
-    assert preflight(settings).ok
-    assert data.params["alpha"] == "0.5"
-    assert data.tags["team"] == "ml"
+    settings, data = _canary_run(auth_server, canary, monkeypatch)
     sink.add(json.dumps(data.params), json.dumps(data.tags))
+    outcome = _exercise(sink, canary)
+    assert outcome.report is not None
+    assert outcome.report.ok
+    assert outcome.ensure_error is None
+    assert outcome.exit_codes == ALL_PASS
+    assert preflight(settings).ok
+    assert data.params == {"alpha": "0.5"}
+    assert data.tags["team"] == "ml"
 
 
 def test_canary_username_is_not_the_runs_mlflow_user_tag(
-    auth_server: TrackingServer, canary_user: str, monkeypatch: pytest.MonkeyPatch
+    canary: Canary, auth_server: TrackingServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _, data = _canary_run(auth_server, canary_user, monkeypatch)
-    assert canary_user not in json.dumps(data.tags)
+    _, data = _canary_run(auth_server, canary, monkeypatch)
+    assert data.tags["team"] == "ml"  # the run is there, with its tags
+    assert canary.user not in json.dumps(data.tags)
 
 
 # --- docs ---------------------------------------------------------------------------

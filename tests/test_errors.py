@@ -80,8 +80,12 @@ def test_a_plain_internal_error_is_a_tracking_error_with_the_code() -> None:
 
 
 def test_requests_connection_error_is_unreachable_with_the_fix() -> None:
-    ours = from_foreign(requests.ConnectionError("refused"), tracking_uri=URI)
+    uri = f"http://127.0.0.1:{closed_port()}"
+    with pytest.raises(requests.ConnectionError) as refused:
+        requests.get(f"{uri}/health", timeout=5)  # a real refusal, not a scripted one
+    ours = from_foreign(refused.value, tracking_uri=uri)
     assert isinstance(ours, TrackingServerUnreachableError)
+    assert ours.tracking_uri == uri
     assert "NetworkPolicy" in (ours.fix or "")
 
 

@@ -2,23 +2,51 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
 from types import ModuleType
+
+import pytest
 
 import michelangelo_mlflow as mm
 from michelangelo_mlflow import exceptions, testing
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10 has no tomllib
+    import tomli as tomllib
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_all_is_exactly_the_public_names() -> None:
     public = {
         name
-        for name, value in vars(mm).items()
+        for name in dir(mm)  # the lazily imported names too
         if not name.startswith("_")
         # submodules appear as attributes once imported; only `exceptions` is re-exported
-        and not (isinstance(value, ModuleType) and name != "exceptions")
+        and not (isinstance(getattr(mm, name), ModuleType) and name != "exceptions")
     }
-    public -= {"annotations"}  # from __future__
+    public -= {"annotations", "TYPE_CHECKING"}  # from __future__ and typing
     assert set(mm.__all__) == public | {"__version__"}
     assert mm.__all__ == sorted(mm.__all__)
+
+
+def test_an_unknown_name_is_an_attribute_error() -> None:
+    with pytest.raises(AttributeError, match="no attribute 'trackingrun'"):
+        mm.trackingrun  # type: ignore[attr-defined]  # noqa: B018
+
+
+def test_importing_the_package_imports_neither_mlflow_nor_pydantic() -> None:
+    # MLflow loads this package to find its tracking-store plugin, and the CLI's --help
+    # must be fast: the public names are imported when first used.
+    heavy = "{'mlflow', 'pydantic', 'requests'}"
+    code = f"import sys, michelangelo_mlflow; print(sorted({heavy} & set(sys.modules)))"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert result.stdout.strip() == "[]"
 
 
 def test_every_exported_name_resolves() -> None:
@@ -36,10 +64,11 @@ def test_every_exception_derives_from_the_base() -> None:
             assert issubclass(cls, exceptions.MichelangeloMlflowError), name
 
 
-def test_version_is_the_distribution_version() -> None:
-    from importlib.metadata import version
-
-    assert mm.__version__ == version("michelangelo-mlflow")
+def test_version_is_the_version_in_pyproject() -> None:
+    # Read independently of the code under test (which asks importlib.metadata): a
+    # stale install or a hard-coded string would differ from the checkout's pyproject.
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    assert mm.__version__ == pyproject["project"]["version"]
 
 
 def test_errors_survive_pickling_with_their_context() -> None:

@@ -307,3 +307,73 @@ class _nothing:
 
     def __exit__(self, *args: object) -> None:
         return None
+
+
+def test_artifacts_logged_during_an_outage_are_kept_and_uploaded(
+    own_server: TrackingServer, tmp_path: Path
+) -> None:
+    report = tmp_path / "report.txt"
+    report.write_text("auc 0.91")
+    plots = tmp_path / "plots"
+    plots.mkdir()
+    (plots / "roc.csv").write_text("fpr,tpr\n0,0\n1,1\n")
+    settings = mm.Settings(tracking_uri=own_server.url)
+    with mm.tracking_run("outage", "artifacts", settings=settings) as run:
+        own_server.kill()
+        mlflow.log_artifact(str(report))
+        mlflow.log_artifacts(str(plots), artifact_path="plots")
+        mlflow.log_text("written while down", "notes/down.txt")
+        kept = sorted(p.name for p in Path(SPOOL).glob("*/*/artifacts/*/*"))
+        assert kept == ["down.txt", "plots", "report.txt"]
+        report.unlink()  # the user's files are theirs again: the spool holds copies
+        own_server.restart()
+    client = MlflowClient(own_server.url)
+    listed = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert listed == {"report.txt", "plots", "notes"}
+    assert [a.path for a in client.list_artifacts(run.info.run_id, "plots")] == ["plots/roc.csv"]
+    downloaded = Path(client.download_artifacts(run.info.run_id, "notes/down.txt", str(tmp_path)))
+    assert downloaded.read_text() == "written while down"
+    assert not list(Path(SPOOL).glob("*/*"))
+
+
+def test_the_spool_never_holds_a_secret(auth_server: TrackingServer, tmp_path: Path) -> None:
+    secret = auth_server.admin_password
+    settings = mm.Settings(
+        tracking_uri=auth_server.url,
+        tracking_username=auth_server.admin_username,
+        tracking_password=secret,
+        spool_grace=1.0,
+    )
+    with FaultProxy(auth_server.url) as proxy:
+        settings = mm.Settings(
+            tracking_uri=proxy.url,
+            tracking_username=auth_server.admin_username,
+            tracking_password=secret,
+            spool_grace=1.0,
+        )
+        with pytest.warns(MichelangeloMlflowWarning, match="sync"):
+            with pytest.raises(RuntimeError):
+                with mm.tracking_run(
+                    "outage",
+                    "canary",
+                    params={"dsn": f"postgresql://etl:{secret}@db/x", "token": secret},
+                    description=f"connects with {secret}",
+                    settings=settings,
+                ):
+                    proxy.mode = "503"
+                    mlflow.set_tag("note", f"password is {secret}")
+                    mlflow.log_param("connection", f"host=db password={secret}")
+                    raise RuntimeError(f"login with {secret} failed")
+        files = [p for p in Path(SPOOL).rglob("*") if p.is_file()]
+        assert any(p.name == "records.jsonl" and p.stat().st_size for p in files)
+        for path in files:
+            assert secret not in path.read_text(errors="replace"), path
+        proxy.mode = "forward"
+        env = {
+            "MLFLOW_TRACKING_URI": proxy.url,
+            "MLFLOW_TRACKING_USERNAME": auth_server.admin_username,
+            "MLFLOW_TRACKING_PASSWORD": secret,
+        }
+        result = CliRunner().invoke(main, ["sync"], env=env)
+    assert result.exit_code == 0, result.output
+    assert secret not in result.output

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
@@ -16,8 +17,18 @@ from mlflow.tracking import MlflowClient
 import michelangelo_mlflow as mm
 from michelangelo_mlflow._pipeline import ATTEMPT, PIPELINE_KEY, PREVIOUS_ATTEMPT, TASK_KEY
 from michelangelo_mlflow.testing import TrackingServer
+from tests.helpers.processes import end, readline
 
 ROOT = Path(__file__).parent.parent
+
+
+@pytest.fixture
+def children() -> Iterator[list[subprocess.Popen[str]]]:
+    """Subprocesses a test starts; any still running when it ends are killed."""
+    started: list[subprocess.Popen[str]] = []
+    yield started
+    for process in started:
+        end(process)
 
 
 @pytest.fixture
@@ -147,7 +158,10 @@ def test_task_runs_nest_under_one_pipeline_parent(
 
 
 def test_concurrent_starters_converge_on_one_parent(
-    tracking_server: TrackingServer, client: MlflowClient, tmp_path: Path
+    tracking_server: TrackingServer,
+    client: MlflowClient,
+    tmp_path: Path,
+    children: list[subprocess.Popen[str]],
 ) -> None:
     starters = 8
     for round_number in range(2):
@@ -172,6 +186,7 @@ def test_concurrent_starters_converge_on_one_parent(
             )
             for _ in range(starters)
         ]
+        children.extend(processes)
         deadline = time.monotonic() + 120
         while len(list(barrier.glob("ready-*"))) < starters and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -199,7 +214,7 @@ def test_concurrent_starters_converge_on_one_parent(
 
 
 def start_sleeper(
-    mode: str, server: TrackingServer, barrier: Path
+    mode: str, server: TrackingServer, barrier: Path, children: list[subprocess.Popen[str]]
 ) -> tuple[subprocess.Popen[str], str]:
     env = {**os.environ, "MLFLOW_TRACKING_URI": server.url}
     process = subprocess.Popen(
@@ -210,16 +225,21 @@ def start_sleeper(
         stderr=subprocess.PIPE,
         text=True,
     )
+    children.append(process)
     assert process.stdout is not None
-    line = process.stdout.readline()
-    assert line.startswith("run "), process.stderr.read() if process.stderr else ""
+    line = readline(process.stdout, timeout=120)
+    if not line.startswith("run "):
+        pytest.fail(f"the task did not start its run: {line!r}\n{end(process)[1][-3000:]}")
     return process, line.split()[1]
 
 
 def test_sigterm_marks_the_run_killed_and_exits_as_before(
-    tracking_server: TrackingServer, client: MlflowClient, tmp_path: Path
+    tracking_server: TrackingServer,
+    client: MlflowClient,
+    tmp_path: Path,
+    children: list[subprocess.Popen[str]],
 ) -> None:
-    process, run_id = start_sleeper("sleep", tracking_server, tmp_path)
+    process, run_id = start_sleeper("sleep", tracking_server, tmp_path, children)
     assert client.get_run(run_id).info.status == "RUNNING"
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=60) == -signal.SIGTERM  # died by the signal, as without us
@@ -229,9 +249,12 @@ def test_sigterm_marks_the_run_killed_and_exits_as_before(
 
 
 def test_sigterm_chains_the_earlier_handler(
-    tracking_server: TrackingServer, client: MlflowClient, tmp_path: Path
+    tracking_server: TrackingServer,
+    client: MlflowClient,
+    tmp_path: Path,
+    children: list[subprocess.Popen[str]],
 ) -> None:
-    process, run_id = start_sleeper("chain", tracking_server, tmp_path)
+    process, run_id = start_sleeper("chain", tracking_server, tmp_path, children)
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=60) == 143  # the earlier handler's own exit
     assert (tmp_path / "chained").read_text() == str(int(signal.SIGTERM))

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
-import warnings
+import logging
+import os
+import re
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -14,6 +20,7 @@ from responses.registries import OrderedRegistry
 
 from michelangelo_mlflow import _preflight
 from michelangelo_mlflow._preflight import PreflightReport, ensure_preflight, preflight
+from michelangelo_mlflow._retry import Budget, retry_call
 from michelangelo_mlflow._scope import mlflow_scope
 from michelangelo_mlflow._settings import Settings
 from michelangelo_mlflow._versions import Verdict, client_version, known_server_version
@@ -27,8 +34,9 @@ from michelangelo_mlflow.exceptions import (
 )
 from michelangelo_mlflow.testing import TrackingServer
 from tests._faults import AlwaysFailing, BlackHole, closed_port
+from tests.helpers.processes import end, readline
 
-FAST = {"preflight_timeout": 0.3, "preflight_deadline": 2.0}
+FAST: dict[str, Any] = {"preflight_timeout": 0.3, "preflight_deadline": 2.0}
 FAKE = "https://mlflow.test:5000"
 
 
@@ -86,16 +94,18 @@ def test_server_version_is_remembered_for_later_errors(tracking_server: Tracking
 
 
 def test_tracking_run_runs_the_preflight_once(tracking_server: TrackingServer) -> None:
-    from michelangelo_mlflow._run import tracking_run
+    from michelangelo_mlflow import tracking_run
+    from michelangelo_mlflow._state import STATE
 
     settings = Settings(tracking_uri=tracking_server.url)
     with tracking_run(experiment="preflight-once", settings=settings):
         pass
-    assert len(_preflight._cache) == 1
-    cached = next(iter(_preflight._cache.values()))
+    (cached,) = STATE.preflight_reports.values()  # the first run checked, and passed
+    assert preflight(settings) is cached
     with tracking_run(experiment="preflight-once", settings=settings):
         pass
-    assert next(iter(_preflight._cache.values())) is cached
+    (again,) = STATE.preflight_reports.values()
+    assert again is cached  # the second run did not check again
 
 
 def test_tracking_run_fails_fast_on_a_closed_port() -> None:
@@ -162,9 +172,12 @@ def test_failures_are_not_cached() -> None:
     assert len(server.requests) == 2
 
 
-def test_switched_off_preflight_does_not_touch_the_network() -> None:
+def test_switched_off_preflight_does_not_touch_the_network(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("MICHELANGELO_MLFLOW_PREFLIGHT", "false")
     with AlwaysFailing(503) as server:
-        ensure_preflight(Settings(tracking_uri=server.url, preflight=False))
+        ensure_preflight(Settings(tracking_uri=server.url))
     assert server.requests == []
 
 
@@ -192,12 +205,19 @@ def test_attempts_bound_the_retries() -> None:
     assert "HTTP 502" in report.checks[0].detail
 
 
-def test_deadline_bounds_the_retries(rsps: responses.RequestsMock) -> None:
-    rsps.get(f"{FAKE}/health", body=requests.ConnectionError("Connection refused"))
-    report = preflight(Settings(tracking_uri=FAKE, preflight_attempts=10, preflight_deadline=0.35))
+def test_deadline_bounds_the_retries(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    uri = f"http://127.0.0.1:{closed_port()}"  # refuses at once: only the backoff takes time
+    start = time.monotonic()
+    report = preflight(Settings(tracking_uri=uri, preflight_attempts=10, preflight_deadline=0.35))
+    elapsed = time.monotonic() - start
     assert report.reachable is False
-    # Backoff 0.1, 0.2, 0.4 s: the 0.35 s budget leaves room for at most 3 attempts of 10.
-    assert 1 <= len(rsps.calls) <= 3
+    assert "connection refused" in report.checks[0].detail
+    retries = [r for r in caplog.records if re.search(r"attempt \d+ failed", r.getMessage())]
+    # Backoff 0.1, 0.2, 0.4 s (+ jitter): the 0.35 s budget leaves room for at most 3
+    # attempts of 10; ten would back off for more than 5 s.
+    assert 1 <= len(retries) + 1 <= 3
+    assert elapsed < 2.0
 
 
 def test_a_passing_report_is_cached_and_force_reruns(rsps: responses.RequestsMock) -> None:
@@ -216,27 +236,36 @@ def test_other_credentials_are_checked_again(rsps: responses.RequestsMock) -> No
     preflight(Settings(tracking_uri=FAKE, tracking_token="one"))
     preflight(Settings(tracking_uri=FAKE, tracking_token="two"))
     assert len(rsps.calls) == 6
-    sent = [c.request.headers.get("Authorization") for c in rsps.calls if "search" in c.request.url]
+    sent = [
+        c.request.headers.get("Authorization")
+        for c in rsps.calls
+        if "search" in (c.request.url or "")
+    ]
     assert sent == ["Bearer one", "Bearer two"]
 
 
 def test_retry_call_reraises_the_last_error_never_retry_error() -> None:
     calls: list[float] = []
+    url = f"http://127.0.0.1:{closed_port()}/health"
 
-    def always_fails(timeout: float) -> None:
+    def always_fails(timeout: float) -> requests.Response:
         calls.append(timeout)
-        raise requests.ConnectionError(f"attempt {len(calls)}")
+        try:
+            return requests.get(url, timeout=timeout)
+        except requests.ConnectionError as exc:
+            raise requests.ConnectionError(f"attempt {len(calls)}") from exc
 
-    with pytest.raises(requests.ConnectionError, match="attempt 3"):
-        _preflight.retry_call(
+    with pytest.raises(requests.ConnectionError, match="attempt 3") as info:
+        retry_call(
             always_fails,
             attempts=3,
-            budget=_preflight._Budget(30),
+            budget=Budget(30),
             timeout=0.5,
             on=(requests.ConnectionError,),
             initial_wait=0.01,
         )
     assert calls == [0.5, 0.5, 0.5]
+    assert "Connection refused" in str(info.value.__cause__)  # the real refusal, kept
 
 
 def test_retry_call_does_not_retry_other_errors() -> None:
@@ -247,9 +276,7 @@ def test_retry_call_does_not_retry_other_errors() -> None:
         raise ValueError("not retried")
 
     with pytest.raises(ValueError, match="not retried"):
-        _preflight.retry_call(
-            wrong, attempts=5, budget=_preflight._Budget(30), timeout=1, on=(OSError,)
-        )
+        retry_call(wrong, attempts=5, budget=Budget(30), timeout=1, on=(OSError,))
     assert len(calls) == 1
 
 
@@ -302,38 +329,8 @@ def test_rejected_token_names_its_variable(auth_server: TrackingServer) -> None:
 
 
 # --- version policy ---------------------------------------------------------------
-def test_strict_policy_raises_for_another_major(rsps: responses.RequestsMock) -> None:
-    fake_server(rsps, "2.22.5")
-    with pytest.raises(VersionMismatchError) as info:
-        ensure_preflight(Settings(tracking_uri=FAKE, version_policy="strict"))
-    error = info.value
-    assert (error.client_version, error.server_version) == (client_version(), "2.22.5")
-    assert error.pin == "mlflow~=2.22.0"
-    assert "mlflow~=2.22.0" in str(error)
-    assert "2.22.5" in str(error)
-    assert client_version() in str(error)
-
-
-def test_warn_policy_warns_once_with_both_versions_and_the_pin(
-    rsps: responses.RequestsMock,
-) -> None:
-    fake_server(rsps, "2.22.5")
-    settings = Settings(tracking_uri=FAKE)
-    with pytest.warns(MichelangeloMlflowWarning, match=r"2\.22\.5") as record:
-        ensure_preflight(settings)
-    assert "mlflow~=2.22.0" in str(record[0].message)
-    assert client_version() in str(record[0].message)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        ensure_preflight(settings)
-
-
-def test_off_policy_neither_warns_nor_raises_but_remembers(rsps: responses.RequestsMock) -> None:
-    fake_server(rsps, "2.22.5")
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        ensure_preflight(Settings(tracking_uri=FAKE, version_policy="off"))
-    assert known_server_version(FAKE) == "2.22.5"
+# Against another major version: tests/compat/test_mlflow2.py, with a real MLflow 2.22
+# server. Here: what no real server of this session can show.
 
 
 def test_unreported_version_is_unknown_never_compatible(rsps: responses.RequestsMock) -> None:
@@ -433,3 +430,53 @@ def test_server_cert_path_is_used_to_verify(tmp_path: Path) -> None:
 def test_report_type_is_exported_from_the_module() -> None:
     assert _preflight.__all__ == sorted(_preflight.__all__)
     assert isinstance(preflight(Settings(tracking_uri="sqlite:///x.db")), PreflightReport)
+
+
+# --- the TrackingServer test helper's own robustness -------------------------------------
+
+
+def test_tracking_server_knows_whether_its_own_processes_listen_on_a_port() -> None:
+    from michelangelo_mlflow.testing import _tracking_server
+
+    listener = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import socket, sys, time\n"
+            "s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen()\n"
+            "print(s.getsockname()[1], flush=True); time.sleep(60)\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # a group of its own, as TrackingServer starts mlflow
+    )
+    try:
+        assert listener.stdout is not None
+        port = int(readline(listener.stdout, timeout=30))
+        with BlackHole() as other:  # listening in this process: not the child's group
+            assert _tracking_server._serves_port(listener.pid, port) is True
+            assert _tracking_server._serves_port(listener.pid, other.port) is False
+            assert _tracking_server._serves_port(os.getpid(), port) is False
+        assert _tracking_server._serves_port(listener.pid, closed_port()) is False
+    finally:
+        end(listener)
+
+
+@pytest.mark.slow
+def test_tracking_server_moves_on_when_another_process_took_its_port(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from michelangelo_mlflow.testing import _tracking_server
+
+    # The race made certain: the first "free" port is held by a server that answers
+    # every request, /health included, with 200.
+    with AlwaysFailing(200) as squatter:
+        ports = iter([squatter.port])
+        free_port = _tracking_server._free_port
+        monkeypatch.setattr(_tracking_server, "_free_port", lambda: next(ports, 0) or free_port())
+        with TrackingServer(tmp_path / "server") as server:
+            assert server.port != squatter.port
+            assert "GET /health" in squatter.requests  # asked, and not believed
+            assert preflight(Settings(tracking_uri=server.url)).ok
+            log = server.log_path.read_text()
+    assert "address already in use" in log.lower()  # the first attempt lost the port

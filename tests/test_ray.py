@@ -35,9 +35,11 @@ from michelangelo_mlflow.exceptions import (
     TrackingServerUnreachableError,
 )
 from michelangelo_mlflow.testing import TrackingServer
+from tests._faults import closed_port
 from tests.helpers import read_as_admin
 
 _ENV_PREFIXES = ("MLFLOW_", "MICHELANGELO_MLFLOW_", "DATABRICKS_")
+RAY_TIMEOUT = 300  # seconds a ray.get may wait: a first runtime env takes a while to build
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -121,7 +123,8 @@ def attached(tracking_server: TrackingServer) -> Attached:
             [
                 log_from_task.options(runtime_env=env).remote("task_metric", 0.5),
                 scorer.score.remote(1_000),
-            ]
+            ],
+            timeout=RAY_TIMEOUT,
         )
         status_while_open = client.get_run(run.info.run_id).info.status
     stored = client.get_run(run.info.run_id)
@@ -156,7 +159,9 @@ def test_a_failing_worker_fails_the_run_when_the_driver_lets_it_raise(
         pytest.raises(ValueError, match="worker lost its shard"),
         mm.tracking_run("ray", "failing-worker", settings=settings) as run,
     ):
-        ray.get(fail_in_task.options(runtime_env=mm_ray.runtime_env()).remote())
+        ray.get(
+            fail_in_task.options(runtime_env=mm_ray.runtime_env()).remote(), timeout=RAY_TIMEOUT
+        )
     stored = client.get_run(run.info.run_id)
     assert stored.info.status == "FAILED"
     assert stored.data.metrics == {"before_failure": 1.0}
@@ -169,7 +174,9 @@ def test_a_failing_worker_leaves_the_run_finished_when_the_driver_handles_it(
         mm.tracking_run("ray", "failing-worker", settings=settings) as run,
         pytest.raises(ValueError, match="worker lost its shard"),
     ):
-        ray.get(fail_in_task.options(runtime_env=mm_ray.runtime_env()).remote())
+        ray.get(
+            fail_in_task.options(runtime_env=mm_ray.runtime_env()).remote(), timeout=RAY_TIMEOUT
+        )
     stored = client.get_run(run.info.run_id)
     assert stored.info.status == "FINISHED"
     assert stored.data.metrics == {"before_failure": 1.0}
@@ -177,7 +184,7 @@ def test_a_failing_worker_leaves_the_run_finished_when_the_driver_handles_it(
 
 def test_a_worker_without_the_runtime_env_gets_a_clear_error() -> None:
     with pytest.raises(ConfigurationError) as info:
-        ray.get(attach_without_context.remote())
+        ray.get(attach_without_context.remote(), timeout=RAY_TIMEOUT)
     assert CONTEXT_VARIABLE in str(info.value)
     assert "runtime_env()" in str(info.value)
 
@@ -206,7 +213,7 @@ def authenticated(auth_server: TrackingServer) -> Authenticated:
     with mm.tracking_run("ray", "auth", settings=admin_settings(auth_server)) as run:
         env = mm_ray.runtime_env()
         arguments = ("authenticated", 1.0)
-        ray.get(log_from_task.options(runtime_env=env).remote(*arguments))
+        ray.get(log_from_task.options(runtime_env=env).remote(*arguments), timeout=RAY_TIMEOUT)
     return Authenticated(run.info.run_id, env, arguments)
 
 
@@ -216,7 +223,9 @@ def rejected(auth_server: TrackingServer) -> BaseException:
     try:
         with mm.tracking_run("ray", "no-credentials", settings=admin_settings(auth_server)):
             env = mm_ray.runtime_env(credentials=False)
-            ray.get(log_from_task.options(runtime_env=env).remote("never", 1.0))
+            ray.get(
+                log_from_task.options(runtime_env=env).remote("never", 1.0), timeout=RAY_TIMEOUT
+            )
     except Exception as exc:
         return exc
     pytest.fail("a worker without credentials logged to the basic-auth server")
@@ -377,7 +386,7 @@ def test_a_context_for_an_ended_run_is_refused(
 
 
 def test_other_ranks_cost_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
-    nowhere = "http://127.0.0.1:9"  # the discard port: nothing listens
+    nowhere = f"http://127.0.0.1:{closed_port()}"  # refuses every connection
     context = {"version": 1, "run_id": "r1", "experiment_id": "0", "tracking_uri": nowhere}
     monkeypatch.setenv("MLFLOW_TRACKING_URI", nowhere)
     monkeypatch.setenv("MICHELANGELO_MLFLOW_HTTP_MAX_RETRIES", "0")
@@ -449,17 +458,63 @@ def test_without_ray_the_module_names_the_extra(monkeypatch: pytest.MonkeyPatch)
     assert "pip install 'michelangelo-mlflow[ray]'" in str(info.value)
 
 
-def test_worker_run_does_not_need_ray() -> None:
-    script = (
-        "import sys; sys.modules['ray'] = None\n"
-        "from michelangelo_mlflow._worker import worker_run\n"
-        "try:\n"
-        "    import michelangelo_mlflow.ray\n"
-        "except ImportError as exc:\n"
-        "    print(type(exc).__name__)\n"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, check=False, timeout=120
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "MissingDependencyError"
+WITHOUT_RAY = """
+import json, sys
+sys.modules["ray"] = None  # `import ray` raises ImportError, as where it is not installed
+import michelangelo_mlflow as mm
+from michelangelo_mlflow.exceptions import ConfigurationError, MissingDependencyError
+
+out = {}
+context = sys.argv[1]
+try:
+    import michelangelo_mlflow.ray
+except MissingDependencyError as exc:
+    out["ray_module"] = exc.requirement
+import os
+os.environ.pop(context)
+try:
+    mm.worker_run()
+except ConfigurationError as exc:  # typed, naming the variable: no driver run to attach to
+    out["without_context"] = exc.variable
+os.environ[context] = sys.argv[2]
+with mm.worker_run() as run:
+    run.log_metric("loss", 0.25, step=1)
+    run.log_params({"optimizer": {"lr": 0.1}})
+    out["handle"] = [type(run).__name__, run.run_id, run.rank, run.logging]
+out["ray_imported"] = sys.modules["ray"] is not None
+print(json.dumps(out))
+"""
+
+
+def test_worker_run_does_not_need_ray(
+    settings: mm.Settings, client: MlflowClient, tmp_path: Path
+) -> None:
+    with mm.tracking_run("ray", "without-ray", settings=settings) as run:
+        environment = worker_environment()
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                WITHOUT_RAY,
+                CONTEXT_VARIABLE,
+                environment[CONTEXT_VARIABLE],
+            ],
+            env={**os.environ, **environment},
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+        )
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out == {
+        "ray_module": "michelangelo-mlflow[ray]",
+        "without_context": CONTEXT_VARIABLE,
+        "handle": ["WorkerRun", run.info.run_id, 0, True],
+        "ray_imported": False,
+    }
+    stored = client.get_run(run.info.run_id)
+    assert stored.data.metrics == {"loss": 0.25}
+    assert stored.data.params == {"optimizer.lr": "0.1"}
+    assert stored.info.status == "FINISHED"  # the driver ended it, not the worker

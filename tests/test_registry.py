@@ -2,27 +2,41 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import mlflow
 import pytest
 import yaml
-from hypothesis import example, given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from mlflow import MlflowClient
 
+import michelangelo_mlflow as mm
 from michelangelo_mlflow._registry import Registration, _model_object, _names, register_model
-from michelangelo_mlflow._registry._register import SOURCE_TAG
 from michelangelo_mlflow._scope import mlflow_scope
 from michelangelo_mlflow._settings import Settings
+from michelangelo_mlflow._tags import SOURCE as SOURCE_TAG
 from michelangelo_mlflow.exceptions import (
     ConfigurationError,
     PartialRegistrationError,
     RegistrationError,
 )
 from michelangelo_mlflow.testing import TrackingServer
-from tests.helpers.registry import assert_strict_valid, unique
+from tests.helpers.registry import (
+    assert_strict_valid,
+    k8s_is_dns1123_subdomain,
+    k8s_is_label_value,
+    k8s_is_qualified_name,
+    unique,
+)
+
+# No deadline on the property tests: one example takes microseconds, but the first pays
+# for imports and regex compilation, and a machine loaded by real MLflow servers and Ray
+# stalls now and then; a deadline would only add flaky failures.
+NO_DEADLINE = settings(deadline=None)
 
 
 def versions(server: TrackingServer, name: str) -> list[Any]:
@@ -30,10 +44,16 @@ def versions(server: TrackingServer, name: str) -> list[Any]:
         return list(MlflowClient().search_model_versions(f"name = '{name}'"))
 
 
+@pytest.fixture
+def manifest_backend(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Choose the manifest backend the way a task pod does: by its environment variable."""
+    monkeypatch.setenv("MICHELANGELO_MLFLOW_REGISTRY", "manifest")
+
+
 def manifest_settings(server: TrackingServer, tmp_path: Path, **extra: Any) -> Settings:
+    """Settings of the manifest backend (needs the ``manifest_backend`` fixture)."""
     return Settings(
         tracking_uri=server.url,
-        registry="manifest",
         manifest_dir=str(tmp_path / "models"),
         namespace="ml-team",
         **extra,
@@ -78,7 +98,7 @@ def test_the_same_call_twice_returns_the_same_version(
     assert len(versions(tracking_server, name)) == 1
 
 
-def test_a_different_source_creates_the_next_version(
+def test_the_same_model_by_another_uri_is_the_same_version(
     tracking_server: TrackingServer, logged_model: Any
 ) -> None:
     name = unique()
@@ -87,7 +107,23 @@ def test_a_different_source_creates_the_next_version(
     runs_uri = f"runs:/{logged_model.run_id}/model"
     second = register_model(runs_uri, name, michelangelo=False, settings=settings)
     again = register_model(runs_uri + "/", name, michelangelo=False, settings=settings)
-    assert (first.mlflow.version, second.mlflow.version, again.mlflow.version) == ("1", "2", "2")
+    assert (first.mlflow.version, second.mlflow.version, again.mlflow.version) == ("1", "1", "1")
+    assert second.mlflow.tags["michelangelo_mlflow.model"] == f"{logged_model.run_id}/model"
+
+
+def test_another_model_of_the_run_is_the_next_version(
+    tracking_server: TrackingServer, logged_model: Any
+) -> None:
+    name = unique()
+    settings = Settings(tracking_uri=tracking_server.url)
+    first = register_model(logged_model, name, michelangelo=False, settings=settings)
+    with mlflow_run_on(tracking_server, logged_model.run_id):
+        from sklearn.linear_model import LogisticRegression
+
+        classifier = LogisticRegression().fit([[0.0], [1.0]], [0, 1])
+        other = mlflow.sklearn.log_model(classifier, name="challenger")
+    second = register_model(other, name, michelangelo=False, settings=settings)
+    assert (first.mlflow.version, second.mlflow.version) == ("1", "2")
     assert second.mlflow.run_id == logged_model.run_id
 
 
@@ -145,12 +181,38 @@ def test_a_bad_runs_uri_is_a_configuration_error() -> None:
         register_model("runs:/only-a-run", "m", michelangelo=False)
 
 
+def test_mlflow_registry_uri_sends_the_version_to_that_registry(
+    tracking_server: TrackingServer,
+    logged_model: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    registry = f"sqlite:///{tmp_path / 'registry.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_server.url)
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", registry)
+    name = unique()
+    reg = register_model(logged_model, name, michelangelo=False)
+    assert (str(reg.mlflow.version), reg.mlflow.status) == ("1", "READY")  # sqlite: int
+    elsewhere = MlflowClient(tracking_uri=tracking_server.url, registry_uri=registry)
+    stored = elsewhere.get_model_version(name, "1")
+    assert (stored.run_id, stored.tags[SOURCE_TAG]) == (logged_model.run_id, logged_model.model_uri)
+    # The tracking server's own registry never saw it, and MLflow's global is restored.
+    server = MlflowClient(tracking_uri=tracking_server.url, registry_uri=tracking_server.url)
+    assert server.search_model_versions(f"name = '{name}'") == []
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI")
+    assert mlflow.get_registry_uri() != registry  # no MLflow global left pointing there
+
+
 # --- choosing the Michelangelo side -----------------------------------------------------
 
 
 def test_auto_without_a_backend_registers_in_mlflow_only(
-    tracking_server: TrackingServer, logged_model: Any
+    tracking_server: TrackingServer,
+    logged_model: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.kube/config of this machine
     reg = register_model(
         logged_model, unique(), settings=Settings(tracking_uri=tracking_server.url)
     )
@@ -159,28 +221,36 @@ def test_auto_without_a_backend_registers_in_mlflow_only(
 
 
 @pytest.mark.parametrize(
-    ("settings", "variable"),
+    ("env", "variable"),
     [
         ({}, "MICHELANGELO_MLFLOW_REGISTRY"),
-        ({"registry": "off"}, "MICHELANGELO_MLFLOW_REGISTRY"),
-        ({"registry": "manifest"}, "MA_NAMESPACE"),
-        ({"registry": "manifest", "namespace": "Not_A_Namespace"}, "MA_NAMESPACE"),
-        ({"registry": "apiserver", "namespace": "ml-team"}, "MA_API_SERVER"),
+        ({"MICHELANGELO_MLFLOW_REGISTRY": "off"}, "MICHELANGELO_MLFLOW_REGISTRY"),
+        ({"MICHELANGELO_MLFLOW_REGISTRY": "manifest"}, "MA_NAMESPACE"),
+        (
+            {"MICHELANGELO_MLFLOW_REGISTRY": "manifest", "MA_NAMESPACE": "Not_A_Namespace"},
+            "MA_NAMESPACE",
+        ),
+        ({"MICHELANGELO_MLFLOW_REGISTRY": "apiserver", "MA_NAMESPACE": "ml-team"}, "MA_API_SERVER"),
     ],
 )
 def test_michelangelo_true_needs_a_configured_backend_and_registers_nothing(
     tracking_server: TrackingServer,
     logged_model: Any,
-    settings: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    env: dict[str, str],
     variable: str,
 ) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.kube/config of this machine
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
     name = unique()
     with pytest.raises(ConfigurationError) as info:
         register_model(
             logged_model,
             name,
             michelangelo=True,
-            settings=Settings(tracking_uri=tracking_server.url, **settings),
+            settings=Settings(tracking_uri=tracking_server.url),
         )
     assert info.value.variable == variable
     assert info.value.fix
@@ -198,6 +268,7 @@ def test_michelangelo_true_needs_a_configured_backend_and_registers_nothing(
         ({"quality_metrics": ["f1"]}, "auc, logloss"),
     ],
 )
+@pytest.mark.usefixtures("manifest_backend")
 def test_invalid_michelangelo_arguments_fail_before_mlflow(
     tracking_server: TrackingServer,
     logged_model: Any,
@@ -213,6 +284,7 @@ def test_invalid_michelangelo_arguments_fail_before_mlflow(
     assert versions(tracking_server, name) == []
 
 
+@pytest.mark.usefixtures("manifest_backend")
 def test_an_invalid_mlflow_name_says_how_to_fix_it(
     tracking_server: TrackingServer, logged_model: Any, tmp_path: Path
 ) -> None:
@@ -227,6 +299,7 @@ def test_an_invalid_mlflow_name_says_how_to_fix_it(
 # --- the manifest backend -----------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("manifest_backend")
 def test_manifest_backend_writes_a_strictly_valid_model_object(
     tracking_server: TrackingServer, logged_model: Any, tmp_path: Path
 ) -> None:
@@ -277,6 +350,27 @@ def test_manifest_backend_writes_a_strictly_valid_model_object(
     assert tags["michelangelo.backend"] == "manifest"
 
 
+def test_manifest_backend_and_directory_come_from_the_environment(
+    tracking_server: TrackingServer,
+    logged_model: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    directory = tmp_path / "from-env"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_server.url)
+    monkeypatch.setenv("MICHELANGELO_MLFLOW_REGISTRY", "manifest")
+    monkeypatch.setenv("MICHELANGELO_MLFLOW_MANIFEST_DIR", str(directory))
+    monkeypatch.setenv("MA_NAMESPACE", "ml-team")
+    name = unique()
+    reg = register_model(logged_model, name)  # no settings: the environment's
+    assert reg.michelangelo is not None
+    assert reg.michelangelo.backend == "manifest"
+    written = directory / "ml-team" / f"{name}-1.yaml"
+    assert_strict_valid(yaml.safe_load(written.read_text()))
+    assert not (tmp_path / "michelangelo-models").exists()  # not the default directory
+
+
+@pytest.mark.usefixtures("manifest_backend")
 def test_manifest_retry_keeps_one_version_and_one_file(
     tracking_server: TrackingServer, logged_model: Any, tmp_path: Path
 ) -> None:
@@ -292,6 +386,7 @@ def test_manifest_retry_keeps_one_version_and_one_file(
     assert path.read_bytes() == written
 
 
+@pytest.mark.usefixtures("manifest_backend")
 def test_a_conflicting_manifest_is_never_overwritten(
     tracking_server: TrackingServer, logged_model: Any, tmp_path: Path
 ) -> None:
@@ -317,26 +412,24 @@ def test_a_conflicting_manifest_is_never_overwritten(
     assert yaml.safe_load(path.read_text()) == foreign
 
 
+@pytest.mark.usefixtures("manifest_backend")
 def test_manifest_to_stdout(
     tracking_server: TrackingServer, logged_model: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
     name = unique()
-    settings = Settings(
-        tracking_uri=tracking_server.url, registry="manifest", manifest_dir="-", namespace="ns1"
-    )
+    settings = Settings(tracking_uri=tracking_server.url, manifest_dir="-", namespace="ns1")
     register_model(logged_model, name, settings=settings)
     documents = [d for d in yaml.safe_load_all(capsys.readouterr().out) if d]
     assert [d["metadata"]["name"] for d in documents] == [f"{name}-1"]
     assert_strict_valid(documents[0])
 
 
+@pytest.mark.usefixtures("manifest_backend")
 def test_the_tracking_uri_annotation_has_no_credentials(
     tracking_server: TrackingServer, logged_model: Any, tmp_path: Path
 ) -> None:
     url = tracking_server.url.replace("http://", "http://alice:s3cr3t@")
-    settings = Settings(
-        tracking_uri=url, registry="manifest", manifest_dir=str(tmp_path), namespace="ns1"
-    )
+    settings = Settings(tracking_uri=url, manifest_dir=str(tmp_path), namespace="ns1")
     name = unique()
     register_model(logged_model, name, settings=settings)
     text = (tmp_path / "ns1" / f"{name}-1.yaml").read_text()
@@ -380,7 +473,7 @@ def test_the_builder_output_is_strictly_valid_and_labels_only_valid_values() -> 
     assert _model_object.A_NAME not in labels  # "Fraud Detector (prod)" is no label value
     assert labels[_model_object.A_VERSION] == "12"
     assert obj["metadata"]["annotations"][_model_object.A_NAME] == "Fraud Detector (prod)"
-    assert all(_names.is_qualified_name(k) and _names.is_label_value(v) for k, v in labels.items())
+    assert all(k8s_is_qualified_name(k) and k8s_is_label_value(v) for k, v in labels.items())
     message = _model_object.to_proto(obj)
     assert message.spec.revision_id == 12
     assert _model_object.from_proto(message) == obj
@@ -412,16 +505,57 @@ def test_package_type_short_forms() -> None:
     )
 
 
-@given(st.text(max_size=300))
+# Strings near the rules' edges: the characters they treat specially, and some others.
+EDGY = st.text(alphabet="az09AZ-._/ é", max_size=70) | st.text(max_size=300)
+
+
+@NO_DEADLINE
+@given(EDGY)
 @example("0:.0")  # a label may not end in '-' before a dot (found by Hypothesis)
 @example("a-.b")
+@example("x" * 300)
 def test_suggested_names_are_always_valid_model_names(value: str) -> None:
-    _names.check_object_name(_names.suggest_name(value), argument="name")
+    suggested = _names.suggest_name(value)
+    # Model objects are <model>-<version>: valid even with a ten-digit version.
+    assert k8s_is_dns1123_subdomain(f"{suggested}-{'9' * 10}")
+    _names.check_object_name(suggested, argument="name")  # and the SDK agrees
 
 
-@given(st.text(max_size=80))
+@NO_DEADLINE
+@given(EDGY)
+@example("a" * 253)
+@example("a" * 254)
+@example("a..b")
+def test_object_names_match_the_kubernetes_rule(value: str) -> None:
+    assert _names.is_subdomain(value) == k8s_is_dns1123_subdomain(value)
+
+
+@NO_DEADLINE
+@given(EDGY)
+@example("a" * 63)
+@example("a" * 64)
+@example("")
 def test_label_values_match_the_kubernetes_rule(value: str) -> None:
-    import re
+    assert _names.is_label_value(value) == k8s_is_label_value(value)
 
-    rule = re.fullmatch(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?", value, flags=re.ASCII)
-    assert _names.is_label_value(value) == (rule is not None and len(value) <= 63)
+
+@NO_DEADLINE
+@given(EDGY)
+@example("michelangelo.ai/model-name")
+@example("a/b/c")
+@example("/team")
+def test_label_keys_match_the_kubernetes_rule(key: str) -> None:
+    assert _names.is_qualified_name(key) == k8s_is_qualified_name(key)
+
+
+def test_a_label_key_with_an_empty_prefix_is_invalid() -> None:
+    assert not k8s_is_qualified_name("/team")
+    with pytest.raises(ConfigurationError, match="label key"):
+        _names.check_label("/team", "fraud")
+
+
+@contextlib.contextmanager
+def mlflow_run_on(server: TrackingServer, run_id: str) -> Iterator[None]:
+    """Reopen a run of ``server`` with plain MLflow, and end it again."""
+    with mm.tracking_run(run_id=run_id, settings=Settings(tracking_uri=server.url)):
+        yield

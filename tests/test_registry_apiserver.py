@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 import sys
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -11,9 +16,8 @@ import pytest
 from michelangelo.gen.api.v2 import model_pb2, model_svc_pb2, model_svc_pb2_grpc
 from mlflow import MlflowClient
 
-from michelangelo_mlflow._errors import GRPC_ERRORS
 from michelangelo_mlflow._registry import register_model
-from michelangelo_mlflow._registry._apiserver import endpoint_of
+from michelangelo_mlflow._registry._apiserver import GRPC_ERRORS, endpoint_of
 from michelangelo_mlflow._scope import mlflow_scope
 from michelangelo_mlflow._settings import Settings
 from michelangelo_mlflow.exceptions import (
@@ -24,9 +28,12 @@ from michelangelo_mlflow.exceptions import (
 )
 from michelangelo_mlflow.testing import TrackingServer
 from michelangelo_mlflow.testing._model_api import ModelApiServer
+from tests._faults import BlackHole
 from tests.helpers.registry import SCHEMA_PATH, assert_strict_valid, unique
+from tests.helpers.tls import ServerCertificate, server_certificate
 
 HEADERS = (("rpc-caller", "tests"), ("rpc-service", "ma-apiserver"), ("rpc-encoding", "proto"))
+CALL = {"metadata": HEADERS, "timeout": 10}  # what the tests' own stub calls send
 
 
 @pytest.fixture
@@ -128,7 +135,7 @@ def test_another_registration_of_the_same_name_is_a_conflict_and_is_kept(
     other.metadata.name, other.metadata.namespace = f"{name}-1", "ml-team"
     other.metadata.annotations["mlflow.michelangelo.ai/registered-model-name"] = "other-model"
     other.spec.revision_id = 1
-    stub.CreateModel(model_svc_pb2.CreateModelRequest(model=other), metadata=HEADERS)
+    stub.CreateModel(model_svc_pb2.CreateModelRequest(model=other), **CALL)
     before = api.objects()
     with pytest.raises(PartialRegistrationError, match=f"ml-team/{name}-1") as info:
         register_model(logged_model, name, settings=settings_for(tracking_server, api))
@@ -175,6 +182,124 @@ def test_a_wrong_rpc_service_header_is_invalid_argument(
         register_model(logged_model, unique(), settings=settings)
 
 
+def test_caller_and_server_come_from_the_environment(
+    tracking_server: TrackingServer,
+    logged_model: Any,
+    api: ModelApiServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_server.url)
+    monkeypatch.setenv("MA_API_SERVER", api.address)
+    monkeypatch.setenv("MA_NAMESPACE", "ml-team")
+    monkeypatch.setenv("MICHELANGELO_MLFLOW_CALLER", "fraud-pipeline-from-env")
+    name = unique()
+    reg = register_model(logged_model, name)  # no settings: the environment's
+    assert reg.michelangelo is not None
+    assert reg.michelangelo.backend == "apiserver"
+    assert [(c.method, c.metadata["rpc-caller"]) for c in api.calls] == [
+        ("CreateModel", "fraud-pipeline-from-env")
+    ]
+
+
+def test_register_timeout_bounds_a_model_api_call_that_never_returns(
+    tracking_server: TrackingServer, logged_model: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MICHELANGELO_MLFLOW_REGISTER_TIMEOUT", "1")
+    with BlackHole() as hole:  # accepts the connection, never answers
+        settings = Settings(
+            tracking_uri=tracking_server.url,
+            api_server=f"127.0.0.1:{hole.port}",
+            namespace="ml-team",
+        )
+        start = time.monotonic()
+        with pytest.raises(PartialRegistrationError, match="DEADLINE_EXCEEDED") as info:
+            register_model(logged_model, unique(), settings=settings)
+        elapsed = time.monotonic() - start
+    assert "did not answer in time" in str(info.value)
+    # Without the setting one call may take 30 s; with it, 1 s (plus the MLflow half).
+    assert elapsed < 20, elapsed
+
+
+# --- TLS (MICHELANGELO_MLFLOW_API_SERVER_TLS) -------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> ServerCertificate:
+    return server_certificate(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture
+def tls_api(certificate: ServerCertificate) -> Iterator[ModelApiServer]:
+    """The Model API serving TLS only, with a certificate for 127.0.0.1 from a test CA."""
+    tls = (certificate.key_pem, certificate.cert_pem)
+    with ModelApiServer(namespaces=["ml-team"], schema=SCHEMA_PATH, tls=tls) as server:
+        yield server
+
+
+def test_tls_setting_registers_over_tls(
+    tracking_server: TrackingServer,
+    logged_model: Any,
+    tls_api: ModelApiServer,
+    certificate: ServerCertificate,
+    tmp_path: Path,
+) -> None:
+    # In a fresh process: gRPC reads its default CA bundle (GRPC_DEFAULT_SSL_ROOTS_FILE_PATH)
+    # once per process, and this one must trust the test CA.
+    name = unique("tls")
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": tracking_server.url,
+        "MA_API_SERVER": tls_api.address,
+        "MA_NAMESPACE": "ml-team",
+        "MICHELANGELO_MLFLOW_API_SERVER_TLS": "true",
+        "GRPC_DEFAULT_SSL_ROOTS_FILE_PATH": str(certificate.ca_path),
+    }
+    script = (
+        "import json, sys\n"
+        "import michelangelo_mlflow as mm\n"
+        "reg = mm.register_model(sys.argv[1], sys.argv[2])\n"
+        "print(json.dumps({'backend': reg.michelangelo.backend, 'name': reg.michelangelo.name}))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, f"runs:/{logged_model.run_id}/model", name],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.splitlines()[-1]) == {
+        "backend": "apiserver",
+        "name": f"{name}-1",
+    }
+    assert [(c.method, c.code) for c in tls_api.calls] == [("CreateModel", "OK")]
+    assert [o["metadata"]["name"] for o in tls_api.objects("ml-team")] == [f"{name}-1"]
+
+
+def test_tls_setting_against_a_plaintext_server_is_unavailable(
+    tracking_server: TrackingServer,
+    logged_model: Any,
+    api: ModelApiServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("MICHELANGELO_MLFLOW_API_SERVER_TLS", "1")
+    with pytest.raises(PartialRegistrationError, match="UNAVAILABLE") as info:
+        register_model(logged_model, unique(), settings=settings_for(tracking_server, api))
+    assert "MICHELANGELO_MLFLOW_API_SERVER_TLS" in str(info.value)
+    assert isinstance(info.value.__cause__, RegistrationError)
+    assert api.calls == []  # the handshake failed: no call reached the service
+
+
+def test_plaintext_against_a_tls_server_is_unavailable(
+    tracking_server: TrackingServer, logged_model: Any, tls_api: ModelApiServer
+) -> None:
+    with pytest.raises(PartialRegistrationError, match="UNAVAILABLE"):
+        register_model(logged_model, unique(), settings=settings_for(tracking_server, tls_api))
+    assert tls_api.calls == []
+
+
 def test_every_grpc_status_code_is_mapped() -> None:
     assert {code.name for code in grpc.StatusCode} - {"OK"} <= set(GRPC_ERRORS)
 
@@ -183,7 +308,7 @@ def test_without_the_michelangelo_package_the_error_names_the_extra(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setitem(sys.modules, "michelangelo.gen.api.v2", None)
-    settings = Settings(registry="apiserver", api_server="localhost", namespace="ml-team")
+    settings = Settings(api_server="localhost", namespace="ml-team")  # auto: apiserver
     with pytest.raises(MissingDependencyError, match=r"michelangelo-mlflow\[michelangelo\]"):
         register_model("runs:/abc/model", "m", settings=settings)
 
@@ -223,40 +348,58 @@ def status_of(call: Any) -> str:
 
 def test_helper_requires_all_three_headers(stub: Any) -> None:
     request = model_svc_pb2.GetModelRequest(namespace="ml-team", name="x")
-    assert status_of(lambda: stub.GetModel(request, metadata=HEADERS[:2])) == "INVALID_ARGUMENT"
+    missing_header = {**CALL, "metadata": HEADERS[:2]}
+    assert status_of(lambda: stub.GetModel(request, **missing_header)) == "INVALID_ARGUMENT"
 
 
 def test_helper_create_get_update_delete_semantics(stub: Any, api: ModelApiServer) -> None:
     create = model_svc_pb2.CreateModelRequest(model=model("m-1"))
-    created = stub.CreateModel(create, metadata=HEADERS).model
+    created = stub.CreateModel(create, **CALL).model
     assert created.metadata.resourceVersion
-    assert status_of(lambda: stub.CreateModel(create, metadata=HEADERS)) == "ALREADY_EXISTS"
+    assert status_of(lambda: stub.CreateModel(create, **CALL)) == "ALREADY_EXISTS"
     bad = model_svc_pb2.CreateModelRequest(model=model("Bad_Name"))
-    assert status_of(lambda: stub.CreateModel(bad, metadata=HEADERS)) == "INVALID_ARGUMENT"
+    assert status_of(lambda: stub.CreateModel(bad, **CALL)) == "INVALID_ARGUMENT"
     missing_ns = model_svc_pb2.CreateModelRequest(model=model("m-1", "other"))
-    assert status_of(lambda: stub.CreateModel(missing_ns, metadata=HEADERS)) == "NOT_FOUND"
+    assert status_of(lambda: stub.CreateModel(missing_ns, **CALL)) == "NOT_FOUND"
     get_missing = model_svc_pb2.GetModelRequest(namespace="ml-team", name="nope")
-    assert status_of(lambda: stub.GetModel(get_missing, metadata=HEADERS)) == "NOT_FOUND"
+    assert status_of(lambda: stub.GetModel(get_missing, **CALL)) == "NOT_FOUND"
 
     no_version = model_svc_pb2.UpdateModelRequest(model=model("m-1"))
-    assert status_of(lambda: stub.UpdateModel(no_version, metadata=HEADERS)) == "INVALID_ARGUMENT"
+    assert status_of(lambda: stub.UpdateModel(no_version, **CALL)) == "INVALID_ARGUMENT"
     update = model("m-1")
     update.metadata.resourceVersion = created.metadata.resourceVersion
     update.spec.revision_id = 2
-    updated = stub.UpdateModel(
-        model_svc_pb2.UpdateModelRequest(model=update), metadata=HEADERS
-    ).model
+    updated = stub.UpdateModel(model_svc_pb2.UpdateModelRequest(model=update), **CALL).model
     assert updated.metadata.resourceVersion != created.metadata.resourceVersion
     assert updated.spec.revision_id == 2
     stale = model_svc_pb2.UpdateModelRequest(model=update)
-    assert status_of(lambda: stub.UpdateModel(stale, metadata=HEADERS)) == "FAILED_PRECONDITION"
+    assert status_of(lambda: stub.UpdateModel(stale, **CALL)) == "FAILED_PRECONDITION"
 
-    listed = stub.ListModel(model_svc_pb2.ListModelRequest(namespace="ml-team"), metadata=HEADERS)
+    listed = stub.ListModel(model_svc_pb2.ListModelRequest(namespace="ml-team"), **CALL)
     assert [m.metadata.name for m in listed.model_list.items] == ["m-1"]
-    stub.DeleteModel(
-        model_svc_pb2.DeleteModelRequest(namespace="ml-team", name="m-1"), metadata=HEADERS
-    )
+    stub.DeleteModel(model_svc_pb2.DeleteModelRequest(namespace="ml-team", name="m-1"), **CALL)
     assert api.objects() == []
+
+
+@pytest.mark.parametrize(
+    ("name", "status"),
+    [
+        ("a" * 253, "OK"),
+        ("fraud-1.v2", "OK"),
+        ("a" * 254, "INVALID_ARGUMENT"),
+        ("Fraud-1", "INVALID_ARGUMENT"),
+        ("fraud_1", "INVALID_ARGUMENT"),
+        ("a..b", "INVALID_ARGUMENT"),
+        ("-fraud", "INVALID_ARGUMENT"),
+        ("fraud-", "INVALID_ARGUMENT"),
+    ],
+)
+def test_helper_checks_names_by_the_kubernetes_rule(stub: Any, name: str, status: str) -> None:
+    request = model_svc_pb2.CreateModelRequest(model=model(name))
+    if status == "OK":
+        assert stub.CreateModel(request, **CALL).model.metadata.name == name
+    else:
+        assert status_of(lambda: stub.CreateModel(request, **CALL)) == status
 
 
 def test_helper_validates_stored_objects_against_its_schema() -> None:
@@ -269,7 +412,5 @@ def test_helper_validates_stored_objects_against_its_schema() -> None:
         invalid = model("m-0")
         invalid.spec.revision_id = -1
         request = model_svc_pb2.CreateModelRequest(model=invalid)
-        assert status_of(lambda: stub.CreateModel(request, metadata=HEADERS)) == (
-            "INVALID_ARGUMENT"
-        )
+        assert status_of(lambda: stub.CreateModel(request, **CALL)) == ("INVALID_ARGUMENT")
         assert server.objects() == []

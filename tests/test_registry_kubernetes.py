@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import re
+import ssl
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -20,7 +22,9 @@ from michelangelo_mlflow._scope import mlflow_scope
 from michelangelo_mlflow._settings import Settings
 from michelangelo_mlflow.exceptions import ConfigurationError, PartialRegistrationError
 from michelangelo_mlflow.testing import TrackingServer
+from tests._faults import BlackHole
 from tests.helpers.registry import STRICT_SCHEMA, assert_strict_valid, unique
+from tests.helpers.tls import ServerCertificate, server_certificate
 
 TOKEN = "test-token"
 _PATH = re.compile(
@@ -29,10 +33,19 @@ _PATH = re.compile(
 
 
 class FakeKubernetes(ThreadingHTTPServer):
-    """Kubernetes custom objects for models.michelangelo.api/v2, with RBAC and 409/404."""
+    """Kubernetes custom objects for models.michelangelo.api/v2, with RBAC and 409/404.
 
-    def __init__(self) -> None:
+    With ``certificate`` it serves HTTPS only, as a real API server does.
+    """
+
+    def __init__(self, certificate: ServerCertificate | None = None) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
+        self.scheme = "http"
+        if certificate is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(certificate.cert_path, certificate.key_path)
+            self.socket = context.wrap_socket(self.socket, server_side=True)
+            self.scheme = "https"
         self.namespaces = {"ml-team"}
         self.allowed_verbs = {"create", "get"}
         self.fail_next_create: int | None = None
@@ -42,7 +55,11 @@ class FakeKubernetes(ThreadingHTTPServer):
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
+        return f"{self.scheme}://127.0.0.1:{self.server_address[1]}"
+
+    @property
+    def port(self) -> int:
+        return int(self.server_address[1])
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -74,7 +91,10 @@ class _Handler(BaseHTTPRequestHandler):
     def _answer(self, verb: str) -> tuple[int, dict[str, Any]]:
         server = self.server
         match = _PATH.match(self.path.split("?")[0])
-        if self.headers.get("Authorization") != f"Bearer {TOKEN}":
+        # As Kubernetes' bearer token authenticator: the scheme in any case (the in-cluster
+        # client sends "bearer").
+        scheme, _, token = (self.headers.get("Authorization") or "").partition(" ")
+        if scheme.lower() != "bearer" or token != TOKEN:
             return self._status(401, "Unauthorized", "Unauthorized")
         if match is None:
             return self._status(404, "NotFound", "the server could not find the resource")
@@ -112,9 +132,7 @@ class _Handler(BaseHTTPRequestHandler):
         return 201, body
 
 
-@pytest.fixture
-def kube(tmp_path: Path) -> Iterator[FakeKubernetes]:
-    server = FakeKubernetes()
+def serve(server: FakeKubernetes) -> Iterator[FakeKubernetes]:
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -122,7 +140,12 @@ def kube(tmp_path: Path) -> Iterator[FakeKubernetes]:
     finally:
         server.shutdown()
         server.server_close()
-        thread.join()
+        thread.join(timeout=10)
+
+
+@pytest.fixture
+def kube() -> Iterator[FakeKubernetes]:
+    yield from serve(FakeKubernetes())
 
 
 @pytest.fixture
@@ -245,3 +268,100 @@ def test_an_unreadable_kubeconfig_is_a_configuration_error(
     with pytest.raises(ConfigurationError, match="could not load Kubernetes credentials"):
         register_model(logged_model, name, settings=settings_for(tracking_server, broken))
     assert count_versions(tracking_server, name) == 0
+
+
+def test_register_timeout_bounds_a_kubernetes_call_that_never_returns(
+    tracking_server: TrackingServer,
+    logged_model: Any,
+    kubeconfig: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("MICHELANGELO_MLFLOW_REGISTER_TIMEOUT", "1")
+    with BlackHole() as hole:  # accepts the connection, never answers
+        config = yaml.safe_load(kubeconfig.read_text())
+        config["clusters"][0]["cluster"]["server"] = hole.url
+        kubeconfig.write_text(yaml.safe_dump(config))
+        start = time.monotonic()
+        with pytest.raises(PartialRegistrationError, match=hole.url):
+            register_model(
+                logged_model, unique(), settings=settings_for(tracking_server, kubeconfig)
+            )
+        elapsed = time.monotonic() - start
+    # Without the setting one request may take 30 s; with it, 1 s (plus the MLflow half).
+    assert elapsed < 20, elapsed
+
+
+# --- in a pod: KUBERNETES_SERVICE_HOST and the service account ---------------------------
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> ServerCertificate:
+    return server_certificate(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture
+def in_cluster_kube(certificate: ServerCertificate) -> Iterator[FakeKubernetes]:
+    """The API server a pod reaches over HTTPS at KUBERNETES_SERVICE_HOST."""
+    yield from serve(FakeKubernetes(certificate))
+
+
+@pytest.fixture
+def pod(
+    in_cluster_kube: FakeKubernetes,
+    certificate: ServerCertificate,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> FakeKubernetes:
+    """A pod's environment: the service variables and a mounted service account."""
+    from kubernetes.config import incluster_config
+
+    account = tmp_path / "serviceaccount"
+    account.mkdir()
+    (account / "token").write_text(TOKEN)
+    (account / "ca.crt").write_bytes(certificate.ca_pem)
+    # Where the kubelet mounts them in a real pod.
+    monkeypatch.setattr(incluster_config, "SERVICE_TOKEN_FILENAME", str(account / "token"))
+    monkeypatch.setattr(incluster_config, "SERVICE_CERT_FILENAME", str(account / "ca.crt"))
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", str(in_cluster_kube.port))
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.kube/config of this machine
+    return in_cluster_kube
+
+
+def test_in_a_pod_auto_uses_the_service_account_ahead_of_a_kubeconfig(
+    tracking_server: TrackingServer,
+    logged_model: Any,
+    pod: FakeKubernetes,
+    kube: FakeKubernetes,
+    kubeconfig: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))  # points at the other server
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_server.url)
+    monkeypatch.setenv("MA_NAMESPACE", "ml-team")
+    name = unique()
+    reg = register_model(logged_model, name)  # no settings: the pod's environment
+    assert reg.michelangelo is not None
+    assert reg.michelangelo.backend == "kubernetes"
+    assert list(pod.objects) == [("ml-team", f"{name}-1")]  # with the mounted token, over TLS
+    assert [(verb, status) for verb, _, status in pod.requests] == [("create", 201)]
+    assert kube.requests == []
+
+
+def test_in_a_pod_without_a_service_account_is_a_configuration_error(
+    tracking_server: TrackingServer, logged_model: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kubernetes.config import incluster_config
+
+    monkeypatch.setattr(incluster_config, "SERVICE_TOKEN_FILENAME", "/nonexistent/token")
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
+    name = unique()
+    with pytest.raises(ConfigurationError, match="the pod's service account") as info:
+        register_model(
+            logged_model,
+            name,
+            settings=Settings(tracking_uri=tracking_server.url, namespace="ml-team"),
+        )
+    assert info.value.variable == "KUBECONFIG"
+    assert count_versions(tracking_server, name) == 0  # refused before anything existed

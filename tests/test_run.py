@@ -8,6 +8,7 @@ import inspect
 import os
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -264,8 +265,9 @@ def test_sequential_runs_land_on_their_own_servers(
     assert MlflowClient(tracking_server.url).get_run(a.info.run_id).data.metrics == {"server": 1}
     stored = read_as_admin(auth_server, b.info.run_id)
     assert stored.data.metrics == {"server": 2}
-    with pytest.raises(MlflowException):
+    with pytest.raises(MlflowException) as info:
         MlflowClient(tracking_server.url).get_run(b.info.run_id)
+    assert info.value.error_code == "RESOURCE_DOES_NOT_EXIST"
 
 
 # --- basic auth ---------------------------------------------------------------------
@@ -404,15 +406,12 @@ def test_more_params_than_one_batch(settings: mm.Settings, client: MlflowClient)
 def test_too_long_key_is_an_error_before_any_call(
     settings: mm.Settings, client: MlflowClient
 ) -> None:
-    experiment = client.get_experiment_by_name("limits")
-    before = client.search_runs([experiment.experiment_id]) if experiment else []
+    experiment = f"limits-{uuid.uuid4().hex[:8]}"
     with pytest.raises(ConfigurationError, match="251 characters long"):
-        with mm.tracking_run("limits", params={"k" * 251: 1}, settings=settings):
+        with mm.tracking_run(experiment, params={"k" * 251: 1}, settings=settings):
             pass
     assert mlflow.active_run() is None
-    experiment = client.get_experiment_by_name("limits")
-    after = client.search_runs([experiment.experiment_id]) if experiment else []
-    assert len(after) == len(before)  # no run was created
+    assert client.get_experiment_by_name(experiment) is None  # nothing reached the server
 
 
 def test_deleted_experiment_is_a_clear_error(settings: mm.Settings, client: MlflowClient) -> None:
@@ -457,18 +456,55 @@ def test_tracked_preserves_metadata_and_signature() -> None:
     assert inspect.signature(wrapped) == inspect.signature(train_model)
 
 
-def test_tracked_bare_and_called(settings: mm.Settings, client: MlflowClient,
-                                 monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+@pytest.mark.parametrize("form", ["bare", "called", "called-empty"])
+def test_tracked_bare_and_called(
+    settings: mm.Settings, client: MlflowClient, monkeypatch: pytest.MonkeyPatch, form: str
+) -> None:
+    experiment = f"decorator-{form}-{uuid.uuid4().hex[:6]}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", settings.effective_tracking_uri)
-    bare = mm.tracked(train_model)
-    assert bare([1, 2, 3], {}) == 3
-    runs = client.search_runs(
-        [client.get_experiment_by_name("Default").experiment_id],  # type: ignore[union-attr]
-        order_by=["attributes.start_time DESC"],
-        max_results=1,
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", experiment)
+    decorated = {
+        "bare": mm.tracked(train_model),
+        "called": mm.tracked(experiment=experiment, run_name="named")(train_model),
+        "called-empty": mm.tracked()(train_model),
+    }[form]
+    assert decorated([1, 2, 3], {}) == 3
+    found = client.get_experiment_by_name(experiment)
+    assert found is not None
+    (run,) = client.search_runs([found.experiment_id])
+    assert run.info.run_name == ("named" if form == "called" else "train_model")
+    assert run.data.metrics == {"auc": 0.91}
+    assert run.info.status == "FINISHED"
+
+
+def test_description_is_stored_redacted(auth_server: TrackingServer) -> None:
+    secret = auth_server.admin_password
+    settings = mm.Settings(
+        tracking_uri=auth_server.url,
+        tracking_username=auth_server.admin_username,
+        tracking_password=secret,
     )
-    assert runs[0].info.run_name == "train_model"
-    assert runs[0].data.metrics == {"auc": 0.91}
+    description = f"retrain with {secret}; source postgresql://etl:pw@db/features"
+    with mm.tracking_run("redaction", description=description, settings=settings) as run:
+        pass
+    note = read_as_admin(auth_server, run.info.run_id).data.tags["mlflow.note.content"]
+    assert note == f"retrain with {REDACTED}; source postgresql://etl:{REDACTED}@db/features"
+
+
+def test_a_resumed_run_that_succeeds_supersedes_the_earlier_error(
+    settings: mm.Settings, client: MlflowClient
+) -> None:
+    with pytest.raises(OSError, match="disk full"):
+        with mm.tracking_run("resume", "flaky", settings=settings) as first:
+            raise OSError("disk full")
+    with mm.tracking_run(run_id=first.info.run_id, settings=settings):
+        mlflow.log_metric("auc", 0.9)
+    tags = client.get_run(first.info.run_id).data.tags
+    assert "michelangelo.error.type" not in tags
+    assert "michelangelo.error.message" not in tags
+    assert tags["michelangelo.previous_error.type"] == "OSError"
+    assert tags["michelangelo.previous_error.message"] == "disk full"
+    assert client.get_run(first.info.run_id).info.status == "FINISHED"
 
 
 def test_tracked_logs_named_parameters(settings: mm.Settings, client: MlflowClient) -> None:

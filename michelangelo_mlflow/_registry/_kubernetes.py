@@ -4,6 +4,10 @@ Uses the official ``kubernetes`` client (the ``michelangelo-mlflow[kubernetes]``
 extra) with the pod's service account when ``KUBERNETES_SERVICE_HOST`` is set, else
 the kubeconfig (``KUBECONFIG`` or ``~/.kube/config``). It needs only the RBAC verbs
 ``create`` and ``get`` on ``models.michelangelo.api``.
+
+This module is the one boundary where Kubernetes API errors become this SDK's: 409 on
+create and 404 on get are control flow; every other failure of a call becomes a
+:class:`RegistrationError` naming the server, the verb and the fix.
 """
 
 from __future__ import annotations
@@ -11,13 +15,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from michelangelo_mlflow import _errors
+from michelangelo_mlflow._errors import first_line
 from michelangelo_mlflow._registry import _model_object
 from michelangelo_mlflow._registry._backends import AlreadyExists, Backend
 from michelangelo_mlflow._settings import Settings
-from michelangelo_mlflow.exceptions import ConfigurationError, MissingDependencyError
+from michelangelo_mlflow.exceptions import (
+    ConfigurationError,
+    MichelangeloMlflowError,
+    MissingDependencyError,
+    RegistrationError,
+)
 
-__all__ = ["KubernetesBackend"]
+__all__ = ["KubernetesBackend", "from_kubernetes"]
 
 CALL_TIMEOUT = 30.0
 """Seconds one Kubernetes API request may take (capped by the registration timeout)."""
@@ -117,7 +126,7 @@ class KubernetesBackend(Backend):
     def _error(
         self, exc: BaseException, verb: str, namespace: str, name: str, model_name: str
     ) -> Exception:
-        return _errors.from_kubernetes(
+        return from_kubernetes(
             exc,
             server=self.server,
             verb=verb,
@@ -125,3 +134,79 @@ class KubernetesBackend(Backend):
             name=name,
             model_name=model_name,
         )
+
+
+def from_kubernetes(
+    exc: BaseException, *, server: str, verb: str, namespace: str, name: str, model_name: str
+) -> MichelangeloMlflowError:
+    """Our error for a failed Kubernetes API call on ``models.michelangelo.api``.
+
+    Args:
+        exc: A ``kubernetes.client.exceptions.ApiException``, a ``urllib3`` error or
+            any other failure of the call.
+        server: The Kubernetes API server URL.
+        verb: The RBAC verb of the call (``create``, ``get``).
+        namespace: The namespace of the Model.
+        name: The Model object's name.
+        model_name: The registered model name, for the error's attribute.
+
+    Returns:
+        A ``RegistrationError`` (not raised).
+    """
+    status = getattr(exc, "status", None)
+    reason = _kubernetes_reason(exc)
+    target = f"models.michelangelo.api {namespace}/{name}"
+    if status == 401:
+        message = f"the Kubernetes API server at {server} rejected the credentials (401)"
+        fix = (
+            "refresh the kubeconfig credentials (KUBECONFIG), or run in a pod whose "
+            "service account token is mounted"
+        )
+    elif status == 403:
+        message = (
+            f"the Kubernetes API server at {server} forbids verb {verb!r} on "
+            f"models.michelangelo.api in namespace {namespace!r} (403): {reason}"
+        )
+        fix = (
+            f"grant this identity the missing RBAC verb {verb!r} (the registration needs "
+            f"create and get on models, apiGroups [michelangelo.api]) in namespace "
+            f"{namespace!r} with a Role and RoleBinding, as docs/registration.md shows"
+        )
+    elif status == 404:
+        message = (
+            f"the Kubernetes API server at {server} has no namespace {namespace!r} or no "
+            f"Model CRD (404): {reason}"
+        )
+        fix = (
+            "pass namespace= an existing Michelangelo project, and check that the CRD is "
+            "installed: kubectl get crd models.michelangelo.api"
+        )
+    elif status in (400, 422):
+        message = f"the Kubernetes API server at {server} rejected the object ({status}): {reason}"
+        fix = "check the model name and arguments; the server's reason names the field"
+    elif isinstance(status, int):
+        message = f"the Kubernetes API server at {server} failed ({status}): {reason}"
+        fix = "retry the registration; it completes the missing half"
+    else:
+        message = f"could not reach the Kubernetes API server at {server}: {first_line(exc)}"
+        fix = (
+            "check KUBECONFIG (or that this runs in a pod with KUBERNETES_SERVICE_HOST set) "
+            "and that the API server is reachable"
+        )
+    return RegistrationError(
+        f"could not {verb} {target}: {message}", model_name=model_name, fix=fix
+    )
+
+
+def _kubernetes_reason(exc: BaseException) -> str:
+    import json
+
+    body = getattr(exc, "body", None)
+    if isinstance(body, bytes | str) and body:
+        try:
+            parsed = json.loads(body)
+        except ValueError:
+            return str(body)[:200]
+        if isinstance(parsed, dict) and parsed.get("message"):
+            return str(parsed["message"])
+    return str(getattr(exc, "reason", None) or first_line(exc))

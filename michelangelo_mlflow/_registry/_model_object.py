@@ -14,6 +14,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from michelangelo_mlflow._registry import _names
+from michelangelo_mlflow._tags import (
+    A_MODEL_URI,
+    A_NAME,
+    A_RUN_ID,
+    A_SOURCE,
+    A_TRACKING_URI,
+    A_VERSION,
+    ANNOTATION_PREFIX,
+    L_MANAGED_BY,
+    MANAGED_BY,
+)
 from michelangelo_mlflow.exceptions import MissingDependencyError, RegistrationError
 
 __all__ = [
@@ -38,17 +49,6 @@ API_VERSION = f"{GROUP}/{VERSION}"
 KIND = "Model"
 PLURAL = "models"
 
-ANNOTATION_PREFIX = "mlflow.michelangelo.ai/"
-"""Prefix of the labels and annotations that link a Model back to MLflow."""
-
-A_TRACKING_URI = ANNOTATION_PREFIX + "tracking-uri"
-A_NAME = ANNOTATION_PREFIX + "registered-model-name"
-A_VERSION = ANNOTATION_PREFIX + "model-version"
-A_RUN_ID = ANNOTATION_PREFIX + "run-id"
-A_SOURCE = ANNOTATION_PREFIX + "source"
-A_MODEL_URI = ANNOTATION_PREFIX + "model-uri"
-L_MANAGED_BY = "app.kubernetes.io/managed-by"
-MANAGED_BY = "michelangelo-mlflow"
 
 _IDENTITY = (A_NAME, A_VERSION, A_RUN_ID)
 

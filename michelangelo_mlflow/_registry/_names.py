@@ -14,6 +14,7 @@ from michelangelo_mlflow.exceptions import ConfigurationError
 __all__ = [
     "MODEL_KINDS",
     "PACKAGE_TYPES",
+    "check_artifact_uri",
     "check_label",
     "check_namespace",
     "check_object_name",
@@ -66,8 +67,8 @@ def is_label_value(value: str) -> bool:
 
 def is_qualified_name(key: str) -> bool:
     """Whether ``key`` is a valid label or annotation key (``[prefix/]name``)."""
-    prefix, _, name = key.rpartition("/")
-    if prefix and not is_subdomain(prefix):
+    prefix, slash, name = key.rpartition("/")
+    if slash and not is_subdomain(prefix):  # "/name": an empty prefix is not one
         return False
     return 0 < len(name) <= MAX_LABEL and _NAME_PART_RE.fullmatch(name) is not None
 
@@ -147,6 +148,45 @@ def check_label(key: str, value: str) -> None:
         )
 
 
+_BUCKET_SCHEMES = frozenset({"s3", "s3a", "gs", "abfss", "wasbs", "hdfs", "r2", "b2", "oci"})
+
+
+def check_artifact_uri(value: object, *, argument: str) -> None:
+    """Refuse a URI that names no location (``s3://``, ``"::not a uri::"``, blanks).
+
+    Raises:
+        ConfigurationError: Naming the argument and the form it takes.
+
+    Example:
+        >>> check_artifact_uri("s3://bucket/fraud/3/", argument="deployable_artifact_uri")
+    """
+    from urllib.parse import urlsplit
+
+    reason = None
+    if not isinstance(value, str):
+        reason = f"is a {type(value).__name__}, not a string"
+        parts = urlsplit("")
+    else:
+        parts = urlsplit(value.strip())
+    if reason is not None:
+        pass
+    elif any(c.isspace() for c in str(value)) or not str(value).strip():
+        reason = "is empty or has spaces"
+    elif not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]+", parts.scheme):
+        reason = "has no scheme (such as s3:// or gs://)"
+    elif parts.scheme in _BUCKET_SCHEMES and not parts.netloc:
+        reason = f"names no bucket or account after {parts.scheme}://"
+    elif not (parts.netloc or parts.path.strip("/")):
+        reason = "names no location"
+    if reason is not None:
+        raise ConfigurationError(
+            f"{argument}={value!r} {reason}",
+            variable=argument,
+            fix=f"pass the URI of the packaged model, such as {argument}="
+            '"s3://bucket/models/fraud-detector/3/"',
+        )
+
+
 def normalize_kind(kind: str) -> str:
     """The CRD enum name for a model kind given as its name or a short form.
 
@@ -179,9 +219,13 @@ def _normalize(value: str, prefix: str, choices: tuple[str, ...], *, argument: s
     for candidate in (key, prefix + key):
         if candidate in choices:
             return candidate
-    short = ", ".join(choice.removeprefix(prefix).lower() for choice in choices)
+    import difflib
+
+    names = [choice.removeprefix(prefix).lower() for choice in choices]
+    close = difflib.get_close_matches(key.lower(), names, n=1, cutoff=0.3)
+    hint = f"did you mean {close[0]!r}? " if close else ""
     raise ConfigurationError(
         f"unknown {argument} {value!r}",
         variable=argument,
-        fix=f"use one of: {short} (or the full enum name, such as {choices[0]})",
+        fix=f"{hint}use one of: {', '.join(names)} (or the full enum name, such as {choices[0]})",
     )

@@ -5,12 +5,17 @@ Order of work, chosen so that a failure never leaves more than a retry can finis
 1. Validate everything that can be validated without side effects: the Michelangelo
    backend and its dependencies, namespace, names, kind, package type, labels,
    quality metrics. Errors here are :class:`ConfigurationError` and nothing exists.
-2. MLflow: find the version this run and source already registered (tag
-   ``michelangelo_mlflow.source``, set atomically with the version) or create it;
-   wait until READY; set tags, description, aliases.
-3. Michelangelo: create ``<model>-<version>``, create-only; an existing object that
-   records the same MLflow version and run is accepted, anything else is a conflict.
+2. MLflow (:func:`_register_in_mlflow`): find the version that already records this
+   model (tag ``michelangelo_mlflow.model`` = ``<run id>/<model name>``, set atomically
+   with the version; a retried task that logs its model again is the same model) or
+   create it; wait until READY; set tags, description, aliases.
+3. Michelangelo (:func:`_register_in_michelangelo`): create ``<model>-<version>``,
+   create-only; an existing object that records the same MLflow version and run is
+   accepted, anything else is a conflict.
 4. MLflow: tag the version with its Michelangelo counterpart.
+
+The configuration is the explicit ``settings=`` when given (it always wins), else the
+open tracked run's, else the environment's.
 
 A failure in 3 or 4 raises :class:`PartialRegistrationError`; calling again with the
 same arguments finds the version from 2 and completes 3 and 4.
@@ -29,6 +34,7 @@ from michelangelo_mlflow._errors import translate
 from michelangelo_mlflow._registry import _backends, _model_object, _names
 from michelangelo_mlflow._scope import mlflow_scope
 from michelangelo_mlflow._settings import Settings
+from michelangelo_mlflow._tags import MODEL_IDENTITY, MODEL_VERSION_LINKS, SOURCE
 from michelangelo_mlflow.exceptions import (
     ConfigurationError,
     MichelangeloMlflowError,
@@ -42,24 +48,7 @@ if TYPE_CHECKING:
     from mlflow.models.model import ModelInfo
     from mlflow.tracking import MlflowClient
 
-__all__ = [
-    "SOURCE_TAG",
-    "MichelangeloModelRef",
-    "Registration",
-    "register_model",
-]
-
-SOURCE_TAG = "michelangelo_mlflow.source"
-"""MLflow version tag recording what was registered; the key of idempotent retries."""
-
-MICHELANGELO_TAGS = (
-    "michelangelo.namespace",
-    "michelangelo.name",
-    "michelangelo.revision_id",
-    "michelangelo.registry_uri",
-    "michelangelo.backend",
-)
-"""MLflow version tags that link a version to its Michelangelo Model."""
+__all__ = ["MichelangeloModelRef", "Registration", "register_model"]
 
 
 @dataclass(frozen=True)
@@ -128,6 +117,20 @@ class _Plan:
     kind: str | None
     package_type: str | None
     labels: Mapping[str, str]
+    deployable_artifact_uri: str | None
+    algorithm: str | None
+    training_framework: str | None
+    owner: str | None
+    quality_metrics: Sequence[str]
+
+
+@dataclass(frozen=True)
+class _Source:
+    """What is being registered: the URI MLflow registers, its run, and its identity."""
+
+    uri: str
+    run_id: str | None
+    identity: str
 
 
 def register_model(
@@ -207,11 +210,9 @@ def register_model(
         'fraud-detector-1'
     """
     from michelangelo_mlflow._errors import import_mlflow
-    from michelangelo_mlflow._run import current_settings
 
-    mlflow = import_mlflow()
-
-    settings = settings or current_settings() or Settings()
+    import_mlflow()
+    settings = _settings_for(settings)
     plan = _plan(
         settings,
         name,
@@ -221,98 +222,163 @@ def register_model(
         kind=kind,
         package_type=package_type,
         labels=labels,
+        deployable_artifact_uri=deployable_artifact_uri,
+        details=(algorithm, training_framework, owner),
+        quality_metrics=quality_metrics,
     )
-    scope = contextlib.nullcontext() if mlflow.active_run() is not None else mlflow_scope(settings)
     try:
-        with scope:
-            tracking_uri = _safe_uri(mlflow.get_tracking_uri())
-            with _mlflow_errors(tracking_uri, name, "resolve the model"):
-                source_key, run_id = _resolve(model)
-                client = mlflow.MlflowClient()
-                scores = (
-                    _scores(client, run_id, quality_metrics)
-                    if run_id and quality_metrics and plan
-                    else None
-                )
-            version = _mlflow_version(
-                client,
-                name,
-                source_key,
-                run_id,
-                tracking_uri=tracking_uri,
-                timeout=settings.register_timeout,
-                tags=tags,
-                description=description,
-                aliases=aliases,
+        with mlflow_scope(settings):
+            version, source, scores = _register_in_mlflow(
+                model, name, settings, plan, tags=tags, description=description, aliases=aliases
             )
             if plan is None:
                 return Registration(mlflow=version, michelangelo=None)
-            try:
-                with _mlflow_errors(tracking_uri, name, "read the version's run"):
-                    if scores is None and quality_metrics and version.run_id:
-                        scores = _scores(client, version.run_id, quality_metrics)
-                    artifact_uri = client.get_model_version_download_uri(name, version.version)
-                obj = _model_object.build_model_object(
-                    _model_object.ModelObjectSpec(
-                        namespace=plan.namespace,
-                        model_name=plan.model_name,
-                        mlflow_name=name,
-                        version=str(version.version),
-                        run_id=version.run_id or "",
-                        source=version.source or source_key,
-                        artifact_uri=artifact_uri,
-                        tracking_uri=tracking_uri,
-                        deployable_artifact_uri=deployable_artifact_uri,
-                        kind=plan.kind,
-                        package_type=plan.package_type,
-                        algorithm=algorithm,
-                        training_framework=training_framework,
-                        description=description,
-                        owner=owner,
-                        pipeline_run=settings.pipeline_run_name,
-                        quality_scores=scores or (),
-                        labels=plan.labels,
-                    )
-                )
-                _validate_if_possible(obj, name)
-                stored = plan.backend.publish(obj, model_name=name)
-                ref = MichelangeloModelRef(
-                    namespace=plan.namespace,
-                    name=str(stored["metadata"]["name"]),
-                    revision_id=int(version.version),
-                    registry_uri=_model_object.registry_uri(
-                        plan.namespace, plan.model_name, str(version.version)
-                    ),
-                    backend=plan.backend.name,
-                )
-                with _mlflow_errors(tracking_uri, name, "tag the version"):
-                    values = (
-                        ref.namespace,
-                        ref.name,
-                        str(ref.revision_id),
-                        ref.registry_uri,
-                        ref.backend,
-                    )
-                    for key, value in zip(MICHELANGELO_TAGS, values, strict=True):
-                        if version.tags.get(key) != value:
-                            client.set_model_version_tag(name, version.version, key, value)
-                    version = client.get_model_version(name, version.version)
-            except MichelangeloMlflowError as exc:
-                raise PartialRegistrationError(
-                    f"MLflow model {name!r} version {version.version} is registered on "
-                    f"{tracking_uri}, but its Michelangelo Model "
-                    f"{plan.namespace}/{plan.model_name}-{version.version} could not be "
-                    f"completed on {plan.backend.location}: {exc.message}",
-                    model_name=name,
-                    mlflow_version=str(version.version),
-                    fix=(exc.fix + "; " if exc.fix else "")
-                    + "then call register_model again with the same arguments: it reuses "
-                    "this MLflow version and completes the Michelangelo side",
-                ) from exc
-            return Registration(mlflow=version, michelangelo=ref)
+            return _register_in_michelangelo(
+                plan, name, version, source, scores, settings, description
+            )
     finally:
         if plan is not None:
             plan.backend.close()
+
+
+def _settings_for(given: Settings | None) -> Settings:
+    """An explicit ``settings=`` always wins; else the open tracked run's; else the environment."""
+    from michelangelo_mlflow._run import current_settings
+
+    if given is not None:
+        return given.refreshed()
+    return current_settings() or Settings()
+
+
+def _register_in_mlflow(
+    model: ModelInfo | str,
+    name: str,
+    settings: Settings,
+    plan: _Plan | None,
+    *,
+    tags: Mapping[str, Any] | None,
+    description: str | None,
+    aliases: Sequence[str],
+) -> tuple[ModelVersion, _Source, tuple[tuple[str, float], ...]]:
+    """The MLflow half: the version of this model, found or created, READY and described.
+
+    The quality metrics of the Michelangelo half are read first, so that a metric the
+    run did not log is an error before anything is registered.
+    """
+    import mlflow
+
+    tracking_uri = settings.safe_tracking_uri
+    with _mlflow_errors(tracking_uri, name, "resolve the model"):
+        client = mlflow.MlflowClient()
+        source = _resolve(model, client)
+        metrics = plan.quality_metrics if plan is not None else ()
+        scores = _scores(client, source.run_id, metrics) if source.run_id and metrics else ()
+    version = _mlflow_version(
+        client,
+        name,
+        source,
+        tracking_uri=tracking_uri,
+        timeout=settings.register_timeout,
+        tags=tags,
+        description=description,
+        aliases=aliases,
+    )
+    return version, source, scores
+
+
+def _register_in_michelangelo(
+    plan: _Plan,
+    name: str,
+    version: ModelVersion,
+    source: _Source,
+    scores: tuple[tuple[str, float], ...],
+    settings: Settings,
+    description: str | None,
+) -> Registration:
+    """The Michelangelo half: the Model ``<model>-<version>``, linked both ways."""
+    import mlflow
+
+    tracking_uri = settings.safe_tracking_uri
+    client = mlflow.MlflowClient()
+    try:
+        with _mlflow_errors(tracking_uri, name, "read the version's run"):
+            if not scores and plan.quality_metrics and version.run_id:
+                scores = _scores(client, version.run_id, plan.quality_metrics)
+            artifact_uri = client.get_model_version_download_uri(name, version.version)
+        obj = _model_object.build_model_object(
+            _model_object.ModelObjectSpec(
+                namespace=plan.namespace,
+                model_name=plan.model_name,
+                mlflow_name=name,
+                version=str(version.version),
+                run_id=version.run_id or "",
+                source=version.source or source.uri,
+                artifact_uri=artifact_uri,
+                tracking_uri=tracking_uri,
+                deployable_artifact_uri=plan.deployable_artifact_uri,
+                kind=plan.kind,
+                package_type=plan.package_type,
+                algorithm=plan.algorithm,
+                training_framework=plan.training_framework,
+                description=description,
+                owner=plan.owner,
+                pipeline_run=settings.pipeline_run_name,
+                quality_scores=scores,
+                labels=plan.labels,
+            )
+        )
+        _validate_if_possible(obj, name)
+        stored = plan.backend.publish(obj, model_name=name)
+        ref = _link(client, plan, name, version, str(stored["metadata"]["name"]), tracking_uri)
+    except MichelangeloMlflowError as exc:
+        raise _partial(exc, plan, name, version, tracking_uri) from exc
+    return Registration(mlflow=client.get_model_version(name, version.version), michelangelo=ref)
+
+
+def _link(
+    client: MlflowClient,
+    plan: _Plan,
+    name: str,
+    version: ModelVersion,
+    object_name: str,
+    tracking_uri: str,
+) -> MichelangeloModelRef:
+    """Tag the MLflow version with its Michelangelo Model; the reference to that Model."""
+    ref = MichelangeloModelRef(
+        namespace=plan.namespace,
+        name=object_name,
+        revision_id=int(version.version),
+        registry_uri=_model_object.registry_uri(
+            plan.namespace, plan.model_name, str(version.version)
+        ),
+        backend=plan.backend.name,
+    )
+    values = (ref.namespace, ref.name, str(ref.revision_id), ref.registry_uri, ref.backend)
+    with _mlflow_errors(tracking_uri, name, "tag the version"):
+        for key, value in zip(MODEL_VERSION_LINKS, values, strict=True):
+            if version.tags.get(key) != value:
+                client.set_model_version_tag(name, version.version, key, value)
+    return ref
+
+
+def _partial(
+    exc: MichelangeloMlflowError,
+    plan: _Plan,
+    name: str,
+    version: ModelVersion,
+    tracking_uri: str,
+) -> PartialRegistrationError:
+    return PartialRegistrationError(
+        f"MLflow model {name!r} version {version.version} is registered on "
+        f"{tracking_uri}, but its Michelangelo Model "
+        f"{plan.namespace}/{plan.model_name}-{version.version} could not be "
+        f"completed on {plan.backend.location}: {exc.message}",
+        model_name=name,
+        mlflow_version=str(version.version),
+        fix=(exc.fix + "; " if exc.fix else "")
+        + "then call register_model again with the same arguments: it reuses "
+        "this MLflow version and completes the Michelangelo side",
+    )
 
 
 def _plan(
@@ -325,28 +391,17 @@ def _plan(
     kind: str | None,
     package_type: str | None,
     labels: Mapping[str, str] | None,
+    deployable_artifact_uri: str | None,
+    details: tuple[str | None, str | None, str | None],
+    quality_metrics: Sequence[str],
 ) -> _Plan | None:
-    if not name or not name.strip():
-        raise ConfigurationError(
-            "the registered model name is empty",
-            variable="name",
-            fix='pass a name, such as register_model(info, "fraud-detector")',
-        )
+    """Validate everything of the Michelangelo half; ``None`` when there is none to do."""
+    _check_name(name)
     if michelangelo is False:
         return None
-    chosen = _backends.backend_name(settings)
-    if chosen == "off":
-        if michelangelo is None:
-            return None
-        if settings.registry_backend == "off":
-            raise ConfigurationError(
-                "michelangelo=True asks for a Michelangelo Model, but "
-                "MICHELANGELO_MLFLOW_REGISTRY=off",
-                variable="MICHELANGELO_MLFLOW_REGISTRY",
-                fix="set MICHELANGELO_MLFLOW_REGISTRY to auto, apiserver, kubernetes or "
-                "manifest, or pass michelangelo=False",
-            )
-        _backends.open_backend(settings, chosen)  # raises: says what to set
+    chosen = _backend_choice(settings, michelangelo)
+    if chosen is None:
+        return None
     namespace = namespace or settings.namespace
     if not namespace:
         raise ConfigurationError(
@@ -362,23 +417,53 @@ def _plan(
     )
     for key, value in (labels or {}).items():
         _names.check_label(key, value)
-    normalized_kind = _names.normalize_kind(kind) if kind else None
-    normalized_package = _names.normalize_package_type(package_type) if package_type else None
-    backend = _backends.open_backend(settings, chosen)
+    if deployable_artifact_uri is not None:
+        _names.check_artifact_uri(deployable_artifact_uri, argument="deployable_artifact_uri")
     return _Plan(
-        backend=backend,
+        backend=_backends.open_backend(settings, chosen),
         namespace=namespace,
         model_name=model_name,
-        kind=normalized_kind,
-        package_type=normalized_package,
+        kind=_names.normalize_kind(kind) if kind else None,
+        package_type=_names.normalize_package_type(package_type) if package_type else None,
         labels=dict(labels or {}),
+        deployable_artifact_uri=deployable_artifact_uri,
+        algorithm=details[0],
+        training_framework=details[1],
+        owner=details[2],
+        quality_metrics=tuple(quality_metrics),
     )
 
 
-def _resolve(model: ModelInfo | str) -> tuple[str, str | None]:
-    """The source URI to register and its run id (``None`` when not known yet)."""
-    import mlflow
+def _check_name(name: object) -> None:
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigurationError(
+            f"the registered model name {name!r} is "
+            f"{'empty' if isinstance(name, str) else 'not a string'}",
+            variable="name",
+            fix='pass a name, such as register_model(info, "fraud-detector")',
+        )
 
+
+def _backend_choice(settings: Settings, michelangelo: bool | None) -> str | None:
+    """The backend to use, ``None`` to skip Michelangelo, or an error saying what to set."""
+    chosen = _backends.backend_name(settings)
+    if chosen != "off":
+        return chosen
+    if michelangelo is None:
+        return None
+    if settings.registry_backend == "off":
+        raise ConfigurationError(
+            "michelangelo=True asks for a Michelangelo Model, but MICHELANGELO_MLFLOW_REGISTRY=off",
+            variable="MICHELANGELO_MLFLOW_REGISTRY",
+            fix="set MICHELANGELO_MLFLOW_REGISTRY to auto, apiserver, kubernetes or "
+            "manifest, or pass michelangelo=False",
+        )
+    _backends.open_backend(settings, chosen)  # raises: says what to set
+    raise AssertionError("unreachable: open_backend refuses 'off'")  # pragma: no cover
+
+
+def _resolve(model: ModelInfo | str, client: MlflowClient) -> _Source:
+    """What to register: its URI, its run, and its identity ``<run id>/<model name>``."""
     if not isinstance(model, str):
         uri = getattr(model, "model_uri", None)
         if not isinstance(uri, str):
@@ -388,7 +473,9 @@ def _resolve(model: ModelInfo | str) -> tuple[str, str | None]:
                 variable="model",
                 fix="pass the ModelInfo that mlflow.<flavor>.log_model returned",
             )
-        return uri, getattr(model, "run_id", None) or None
+        run_id = getattr(model, "run_id", None) or None
+        model_name = getattr(model, "name", None) or getattr(model, "artifact_path", None)
+        return _Source(uri, run_id, f"{run_id}/{model_name}" if run_id and model_name else uri)
     value = model.strip()
     if value.startswith("runs:/"):
         parts = value[len("runs:/") :].strip("/").split("/", 1)
@@ -398,9 +485,20 @@ def _resolve(model: ModelInfo | str) -> tuple[str, str | None]:
                 variable="model",
                 fix="use runs:/<run_id>/model, or pass the ModelInfo from log_model",
             )
-        return f"runs:/{parts[0]}/{parts[1].rstrip('/')}", parts[0]
+        path = parts[1].rstrip("/")
+        return _Source(f"runs:/{parts[0]}/{path}", parts[0], f"{parts[0]}/{path}")
+    if value.startswith("models:/m-"):  # an MLflow 3 logged model: its run and name
+        logged = client.get_logged_model(value[len("models:/") :].split("/", 1)[0])
+        run_id = logged.source_run_id
+        return _Source(value, run_id, f"{run_id}/{logged.name}" if run_id else value)
     if urlsplit(value).scheme:
-        return value, None
+        return _Source(value, None, value)
+    return _from_artifact_path(model, value)
+
+
+def _from_artifact_path(model: str, value: str) -> _Source:
+    import mlflow
+
     active = mlflow.active_run()
     if active is None:
         raise ConfigurationError(
@@ -410,14 +508,14 @@ def _resolve(model: ModelInfo | str) -> tuple[str, str | None]:
             "runs:/<run_id>/" + value.strip("/") + " or the ModelInfo from log_model",
         )
     run_id = str(active.info.run_id)
-    return f"runs:/{run_id}/{value.strip('/')}", run_id
+    path = value.strip("/")
+    return _Source(f"runs:/{run_id}/{path}", run_id, f"{run_id}/{path}")
 
 
 def _mlflow_version(
     client: MlflowClient,
     name: str,
-    source_key: str,
-    run_id: str | None,
+    source: _Source,
     *,
     tracking_uri: str,
     timeout: float,
@@ -427,14 +525,15 @@ def _mlflow_version(
 ) -> ModelVersion:
     import mlflow
 
-    with _mlflow_errors(tracking_uri, name, f"register {source_key}"):
-        version = _find_existing(client, name, source_key, run_id)
+    with _mlflow_errors(tracking_uri, name, f"register {source.uri}"):
+        version = _find_existing(client, name, source)
         if version is None:
+            marks = {MODEL_IDENTITY: source.identity, SOURCE: source.uri}
             version = mlflow.register_model(
-                source_key,
+                source.uri,
                 name,
                 await_registration_for=0,
-                tags={**{k: str(v) for k, v in (tags or {}).items()}, SOURCE_TAG: source_key},
+                tags={**{k: str(v) for k, v in (tags or {}).items()}, **marks},
             )
         else:
             for key, value in (tags or {}).items():
@@ -448,9 +547,8 @@ def _mlflow_version(
         return client.get_model_version(name, version.version)
 
 
-def _find_existing(
-    client: MlflowClient, name: str, source_key: str, run_id: str | None
-) -> ModelVersion | None:
+def _find_existing(client: MlflowClient, name: str, source: _Source) -> ModelVersion | None:
+    """The version that records this model already (a retry), if any."""
     from mlflow.exceptions import MlflowException
 
     quoted = name.replace("\\", "\\\\").replace("'", "\\'")
@@ -464,9 +562,11 @@ def _find_existing(
         v
         for v in versions
         if v.name == name
-        and v.tags.get(SOURCE_TAG) == source_key
-        and (run_id is None or not v.run_id or v.run_id == run_id)
         and v.status != "FAILED_REGISTRATION"
+        and (
+            v.tags.get(MODEL_IDENTITY) == source.identity
+            or (MODEL_IDENTITY not in v.tags and v.tags.get(SOURCE) == source.uri)
+        )
     ]
     return min(matches, key=lambda v: int(v.version)) if matches else None
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -23,6 +24,13 @@ __all__ = ["ModelApiCall", "ModelApiServer"]
 
 _REQUIRED_HEADERS = ("rpc-caller", "rpc-service", "rpc-encoding")
 _TIMESTAMP_LABELS = ("michelangelo/UpdateTimestamp", "michelangelo/SpecUpdateTimestamp")
+
+# Kubernetes' own object name rule, written out as in k8s.io/apimachinery's
+# pkg/util/validation (IsDNS1123Subdomain) rather than imported from the SDK, so that
+# this server is an oracle independent of the code it tests.
+_DNS1123_LABEL = "[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+_DNS1123_SUBDOMAIN = re.compile(rf"{_DNS1123_LABEL}(\.{_DNS1123_LABEL})*")
+_DNS1123_SUBDOMAIN_MAX_LENGTH = 253
 
 
 @dataclass(frozen=True)
@@ -59,7 +67,8 @@ class ModelApiServer:
       labels ``michelangelo/UpdateTimestamp`` and ``michelangelo/SpecUpdateTimestamp``;
     - with ``schema`` (a JSON schema, such as the CRD's strict ``openAPIV3Schema``),
       every object is validated in its Kubernetes form before it is stored
-      (``INVALID_ARGUMENT`` on a violation; needs ``jsonschema``).
+      (``INVALID_ARGUMENT`` on a violation; needs ``jsonschema``);
+    - with ``tls`` it serves TLS only, like an API server behind a TLS endpoint.
 
     :meth:`fail_next` scripts faults (``UNAVAILABLE``, ``PERMISSION_DENIED`` …);
     :attr:`calls` records what was received; :meth:`objects` returns what is stored.
@@ -68,10 +77,12 @@ class ModelApiServer:
         namespaces: Projects that exist; ``None`` accepts every namespace.
         service: The expected ``rpc-service`` header.
         schema: A JSON schema (dict) or the path of one to validate objects against.
+        tls: ``(private_key_pem, certificate_chain_pem)``: serve TLS with this key and
+            certificate instead of plaintext.
 
     Examples:
         >>> with ModelApiServer(namespaces=["ml-team"]) as api:  # doctest: +SKIP
-        ...     settings = mm.Settings(api_server=api.address, registry="apiserver")
+        ...     settings = mm.Settings(api_server=api.address)  # auto: the API server
         ...     mm.register_model(info, "fraud", namespace="ml-team", settings=settings)
         ...     (model,) = api.objects("ml-team")
         ...     assert model["metadata"]["name"] == "fraud-1"
@@ -83,6 +94,7 @@ class ModelApiServer:
         namespaces: Iterable[str] | None = None,
         service: str = "ma-apiserver",
         schema: Mapping[str, Any] | str | Path | None = None,
+        tls: tuple[bytes, bytes] | None = None,
     ) -> None:
         try:
             import grpc
@@ -99,6 +111,7 @@ class ModelApiServer:
         self.namespaces = None if namespaces is None else set(namespaces)
         self.service = service
         self._validator = _validator(schema)
+        self._tls = tls
         self._lock = threading.Lock()
         self._store: dict[tuple[str, str], Any] = {}
         self._faults: list[tuple[str | None, Any, str]] = []
@@ -116,14 +129,18 @@ class ModelApiServer:
         return f"127.0.0.1:{self.port}"
 
     def start(self) -> ModelApiServer:
-        """Start serving on a free loopback port.
+        """Start serving on a free loopback port (TLS only when started with ``tls``).
 
         Returns:
             This server.
         """
         server = self._grpc.server(futures.ThreadPoolExecutor(max_workers=4))
         self._svc_grpc.add_ModelServiceServicer_to_server(_servicer(self), server)
-        self.port = server.add_insecure_port("127.0.0.1:0")
+        if self._tls is None:
+            self.port = server.add_insecure_port("127.0.0.1:0")
+        else:
+            credentials = self._grpc.ssl_server_credentials([self._tls])
+            self.port = server.add_secure_port("127.0.0.1:0", credentials)
         server.start()
         self._server = server
         return self
@@ -132,7 +149,7 @@ class ModelApiServer:
         """Stop serving (stored objects are kept and visible through :meth:`objects`)."""
         server, self._server = self._server, None
         if server is not None:
-            server.stop(grace=None).wait()
+            server.stop(grace=None).wait(timeout=30)
 
     def __enter__(self) -> ModelApiServer:
         return self.start()
@@ -276,11 +293,9 @@ class ModelApiServer:
         return self._svc_pb2.ListModelResponse(model_list=model_list)
 
     def _check_identity(self, namespace: str, name: str) -> None:
-        from michelangelo_mlflow._registry._names import is_subdomain
-
         if not namespace:
             raise _Abort(self._grpc.StatusCode.INVALID_ARGUMENT, "metadata.namespace is required")
-        if not is_subdomain(name):
+        if len(name) > _DNS1123_SUBDOMAIN_MAX_LENGTH or not _DNS1123_SUBDOMAIN.fullmatch(name):
             raise _Abort(
                 self._grpc.StatusCode.INVALID_ARGUMENT,
                 f"metadata.name {name!r} is invalid: a lowercase RFC 1123 subdomain must "

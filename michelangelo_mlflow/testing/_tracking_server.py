@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -16,6 +19,15 @@ import requests
 
 __all__ = ["TrackingServer"]
 
+_PORT_ATTEMPTS = 5
+"""How many ports :meth:`TrackingServer.start` tries when another process takes one."""
+
+# How uvicorn (MLflow 3), gunicorn (MLflow 2) and the Flask development server say that
+# the port is taken; EADDRINUSE is errno 98 on Linux and 48 on macOS and the BSDs.
+_ADDRESS_IN_USE = re.compile(
+    r"address already in use|connection in use|\[errno (?:98|48)\]", re.IGNORECASE
+)
+
 
 class TrackingServer:
     """A real MLflow tracking server on ``127.0.0.1``, started as a subprocess.
@@ -26,12 +38,20 @@ class TrackingServer:
     ``--app-name basic-auth`` (needs the ``mlflow[auth]`` extra) with a generated
     admin password.
 
+    The port is picked free just before the server binds it, so another process can
+    take it in between. :meth:`start` copes with that: when the server exits because
+    its address is in use, it starts again on a new port (up to five ports), and it
+    accepts ``GET /health`` only from the server's own processes. On Linux the
+    listening socket of the port must be open in a process of the server's session
+    (``/proc/net/tcp``/``tcp6`` inodes against ``/proc/<pid>/fd``); elsewhere ``lsof``
+    names the listener; without either, the answer to ``/health`` is trusted.
+
     Args:
         root: A directory for the server's database, artifacts and log.
         basic_auth: Run the basic-auth app.
         python: The interpreter whose MLflow runs the server (another virtualenv's
             Python runs another MLflow version).
-        startup_timeout: Seconds to wait for ``GET /health``.
+        startup_timeout: Seconds to wait for ``GET /health`` (per port tried).
 
     Example:
         >>> with TrackingServer(tmp_path) as server:  # doctest: +SKIP
@@ -69,16 +89,120 @@ class TrackingServer:
         return self.root / "server.log"
 
     def start(self) -> TrackingServer:
-        """Start the server and wait until ``/health`` answers.
+        """Start the server and wait until ``/health`` answers from it.
 
         Returns:
             This server.
 
         Raises:
-            RuntimeError: When it exits or does not answer within ``startup_timeout``.
+            RuntimeError: When it is already running, exits, does not answer within
+                ``startup_timeout``, or loses its port to other processes five times.
         """
+        if self._process is not None:
+            raise RuntimeError(f"{self!r} is already running; call stop() first")
         self.root.mkdir(parents=True, exist_ok=True)
-        self.port = _free_port()
+        taken: list[int] = []
+        try:
+            for _ in range(_PORT_ATTEMPTS):
+                self.port = _free_port()
+                log_start = self._log_size()
+                self._spawn()
+                if self._wait_healthy(log_start):
+                    return self
+                taken.append(self.port)  # another process bound it first: try another one
+                self.stop()
+        except BaseException:
+            self.stop()
+            self.port = 0
+            raise
+        self.port = 0
+        raise RuntimeError(
+            f"mlflow server could not bind a port: other processes took ports {taken} "
+            f"before it bound them:\n{self._log_tail()}"
+        )
+
+    def stop(self) -> None:
+        """Stop the server and every process it started."""
+        process, self._process = self._process, None
+        if process is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(10.0)
+        # Whatever is left of its process group (a worker that ignored SIGTERM).
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(5.0)
+
+    @property
+    def pid(self) -> int:
+        """The process id of the server (the leader of its process group)."""
+        if self._process is None:
+            raise RuntimeError(f"{self!r} is not running")
+        return self._process.pid
+
+    def kill(self) -> None:
+        """Kill the server with SIGKILL, as a crash or an OOM kill would (for outage tests).
+
+        Its store and port stay as they are: :meth:`restart` brings it back on both.
+        """
+        process, self._process = self._process, None
+        if process is None:
+            raise RuntimeError(f"{self!r} is not running")
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(30.0)
+
+    def restart(self) -> TrackingServer:
+        """Start the server again on the same port and store, after :meth:`kill` or :meth:`stop`.
+
+        Returns:
+            This server.
+
+        Raises:
+            RuntimeError: When it is running, or another process took its port meanwhile.
+        """
+        if self._process is not None:
+            raise RuntimeError(f"{self!r} is running; kill() or stop() it first")
+        if not self.port:
+            raise RuntimeError("the tracking server was never started; call start()")
+        log_start = self._log_size()
+        self._spawn()
+        if not self._wait_healthy(log_start):
+            self.stop()
+            raise RuntimeError(
+                f"mlflow server could not take its port {self.port} again:\n{self._log_tail()}"
+            )
+        return self
+
+    def create_user(self, username: str, password: str) -> None:
+        """Create a basic-auth user (with the server's default READ permission)."""
+        response = requests.post(
+            f"{self.url}/api/2.0/mlflow/users/create",
+            json={"username": username, "password": password},
+            auth=(self.admin_username, self.admin_password),
+            timeout=10,
+        )
+        response.raise_for_status()
+
+    def __enter__(self) -> TrackingServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        auth = ", basic_auth=True" if self.basic_auth else ""
+        return f"TrackingServer(port={self.port}{auth})"
+
+    def _spawn(self) -> None:
         env = {
             **os.environ,
             "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
@@ -109,49 +233,6 @@ class TrackingServer:
                 cwd=self.root,
                 start_new_session=True,
             )
-        self._wait_healthy()
-        return self
-
-    def stop(self) -> None:
-        """Stop the server and every process it started."""
-        process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
-            try:
-                os.killpg(process.pid, sig)
-            except ProcessLookupError:
-                return
-            try:
-                process.wait(wait)
-                return
-            except subprocess.TimeoutExpired:
-                continue
-
-    def create_user(self, username: str, password: str) -> None:
-        """Create a basic-auth user (with the server's default READ permission)."""
-        response = requests.post(
-            f"{self.url}/api/2.0/mlflow/users/create",
-            json={"username": username, "password": password},
-            auth=(self.admin_username, self.admin_password),
-            timeout=10,
-        )
-        response.raise_for_status()
-
-    def __enter__(self) -> TrackingServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    def __repr__(self) -> str:
-        auth = ", basic_auth=True" if self.basic_auth else ""
-        return f"TrackingServer(port={self.port}{auth})"
 
     def _write_auth_config(self) -> Path:
         path = self.root / "basic_auth.ini"
@@ -165,25 +246,48 @@ class TrackingServer:
         )
         return path
 
-    def _wait_healthy(self) -> None:
-        assert self._process is not None
+    def _wait_healthy(self, log_start: int) -> bool:
+        """Wait until our server answers ``/health``; ``False`` when it lost its port.
+
+        Raises:
+            RuntimeError: It exited for another reason, or did not answer in time.
+        """
+        process = self._process
+        assert process is not None
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
-            if self._process.poll() is not None:
+            if process.poll() is not None:
+                if _ADDRESS_IN_USE.search(self._log_since(log_start)):
+                    return False
                 raise RuntimeError(
-                    f"mlflow server exited with {self._process.returncode}:\n{self._log_tail()}"
+                    f"mlflow server exited with {process.returncode}:\n{self._log_tail()}"
                 )
             try:
-                if requests.get(f"{self.url}/health", timeout=1).status_code == 200:
-                    return
+                healthy = requests.get(f"{self.url}/health", timeout=1).status_code == 200
             except requests.RequestException:
-                pass
+                healthy = False
+            # Another process may hold the port and answer; then ours exits, and we retry.
+            if healthy and _serves_port(process.pid, self.port) is not False:
+                return True
             time.sleep(0.2)
-        self.stop()
         raise RuntimeError(
             f"mlflow server did not answer /health within {self.startup_timeout} s:\n"
             f"{self._log_tail()}"
         )
+
+    def _log_size(self) -> int:
+        try:
+            return self.log_path.stat().st_size
+        except OSError:
+            return 0
+
+    def _log_since(self, offset: int) -> str:
+        try:
+            with self.log_path.open("rb") as log:
+                log.seek(offset)
+                return log.read().decode(errors="replace")
+        except OSError:
+            return ""
 
     def _log_tail(self) -> str:
         try:
@@ -197,3 +301,98 @@ def _free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def _serves_port(leader: int, port: int) -> bool | None:
+    """Whether a process of ``leader``'s session or process group listens on TCP ``port``.
+
+    ``None`` when this cannot be told here (no ``/proc`` and no ``lsof``).
+    """
+    listening = _proc_listening_inodes(port)
+    if listening is not None:
+        return _proc_group_holds(leader, listening)
+    return _lsof_group_listens(leader, port)
+
+
+def _proc_listening_inodes(port: int) -> set[str] | None:
+    """Socket inodes listening on ``port`` (any address) from /proc; ``None``: no /proc."""
+    inodes: set[str] = set()
+    readable = False
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        readable = True
+        for line in lines:
+            # sl local_address rem_address st tx_queue:rx_queue tr:tm->when retrnsmt uid
+            # timeout inode ...; the port is hex after the last ':', state 0A is LISTEN.
+            fields = line.split()
+            if (
+                len(fields) > 9
+                and fields[3] == "0A"
+                and int(fields[1].rsplit(":", 1)[1], 16) == port
+            ):
+                inodes.add(fields[9])
+    return inodes if readable else None
+
+
+def _proc_group_holds(leader: int, inodes: set[str]) -> bool | None:
+    if not inodes:
+        return False
+    unreadable = False
+    for pid in _proc_group(leader):
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except FileNotFoundError:
+            continue  # it exited meanwhile
+        except OSError:
+            unreadable = True
+            continue
+        for fd in fds:
+            with contextlib.suppress(OSError):
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if target.startswith("socket:[") and target[8:-1] in inodes:
+                    return True
+    return None if unreadable else False
+
+
+def _proc_group(leader: int) -> list[int]:
+    """The processes whose session or process group is ``leader`` (read from /proc)."""
+    members = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        # pid (comm) state ppid pgrp session ...; comm may hold spaces and parentheses.
+        fields = stat.rsplit(")", 1)[-1].split()
+        if len(fields) > 3 and leader in (int(fields[2]), int(fields[3])):
+            members.append(int(entry))
+    return members
+
+
+def _lsof_group_listens(leader: int, port: int) -> bool | None:
+    lsof = shutil.which("lsof")
+    if lsof is None:
+        return None
+    try:
+        done = subprocess.run(
+            [lsof, "-nP", "-a", f"-iTCP:{port}", "-sTCP:LISTEN", "-Fp"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    pids = [int(line[1:]) for line in done.stdout.splitlines() if line[1:].isdigit()]
+    if not pids:
+        return None  # lsof may not see every process: cannot tell
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            if leader in (os.getpgid(pid), os.getsid(pid)):
+                return True
+    return False

@@ -7,6 +7,7 @@ Prints one JSON line with what it did.
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import mlflow
@@ -16,7 +17,8 @@ import michelangelo_mlflow as mm
 
 
 def main(uri: str, experiment: str, manifest_dir: str) -> None:
-    settings = mm.Settings(tracking_uri=uri, registry="manifest", manifest_dir=manifest_dir)
+    os.environ["MICHELANGELO_MLFLOW_REGISTRY"] = "manifest"  # as a task pod sets it
+    settings = mm.Settings(tracking_uri=uri, manifest_dir=manifest_dir)
 
     @mm.tracked(experiment=experiment, log_params="config", settings=settings)
     def train(config: dict[str, float]) -> str:

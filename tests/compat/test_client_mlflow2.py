@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import uuid
 from pathlib import Path
 
 import pytest
@@ -44,7 +45,7 @@ def test_a_2x_client_tracks_logs_models_and_registers(
     tmp_path: Path,
 ) -> None:
     server: TrackingServer = request.getfixturevalue(server_fixture)
-    experiment = f"compat-{server_fixture.replace('_', '-')}"
+    experiment = f"compat-{server_fixture.replace('_', '-')}-{uuid.uuid4().hex[:8]}"
     out = run_client(mlflow2_client_python, server.url, experiment, tmp_path)
     assert out["client"].startswith("2.22.")
     assert out["verdict"] == (

@@ -12,7 +12,7 @@ from michelangelo_mlflow._errors import translate
 from michelangelo_mlflow._preflight import ensure_preflight, preflight
 from michelangelo_mlflow._scope import mlflow_scope
 from michelangelo_mlflow._settings import Settings
-from michelangelo_mlflow._versions import Verdict, client_version
+from michelangelo_mlflow._versions import Verdict, client_version, known_server_version
 from michelangelo_mlflow.exceptions import MichelangeloMlflowWarning, VersionMismatchError
 from michelangelo_mlflow.testing import TrackingServer
 from tests.compat.conftest import MLFLOW2
@@ -39,20 +39,50 @@ def test_strict_policy_refuses_the_2x_server(mlflow2_server: TrackingServer) -> 
         MLFLOW2,
         PIN,
     )
+    message = str(info.value)
+    assert PIN in message
+    assert MLFLOW2 in message
+    assert client_version() in message
 
 
 def test_warn_policy_warns_once_about_the_2x_server(mlflow2_server: TrackingServer) -> None:
     settings = Settings(tracking_uri=mlflow2_server.url)
-    with pytest.warns(MichelangeloMlflowWarning, match=PIN):
+    with pytest.warns(MichelangeloMlflowWarning, match=PIN) as record:
         ensure_preflight(settings)
+    assert len(record) == 1
+    assert MLFLOW2 in str(record[0].message)
+    assert client_version() in str(record[0].message)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ensure_preflight(settings)  # the second time: no warning
 
 
-@pytest.mark.parametrize("switch", [{"version_policy": "off"}, {"preflight": False}])
+def test_off_policy_neither_warns_nor_raises_but_remembers(
+    mlflow2_server: TrackingServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MICHELANGELO_MLFLOW_VERSION_POLICY", "off")
+    assert known_server_version(mlflow2_server.url) is None  # learned by this call
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ensure_preflight(Settings(tracking_uri=mlflow2_server.url))
+    # Remembered for later errors: a 404 on logged-models then names both versions.
+    assert known_server_version(mlflow2_server.url) == MLFLOW2
+
+
+@pytest.mark.parametrize(
+    "switch",
+    [
+        {"MICHELANGELO_MLFLOW_VERSION_POLICY": "off"},
+        {"MICHELANGELO_MLFLOW_PREFLIGHT": "false"},
+    ],
+)
 def test_log_model_404_is_a_version_mismatch_even_unchecked(
-    mlflow2_server: TrackingServer, switch: dict[str, object]
+    mlflow2_server: TrackingServer, switch: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sklearn = pytest.importorskip("sklearn.linear_model")
-    settings = Settings(tracking_uri=mlflow2_server.url, **switch)  # type: ignore[arg-type]
+    for name, value in switch.items():
+        monkeypatch.setenv(name, value)
+    settings = Settings(tracking_uri=mlflow2_server.url)
     with warnings.catch_warnings():
         warnings.simplefilter("error", MichelangeloMlflowWarning)
         ensure_preflight(settings)

@@ -9,6 +9,7 @@ Usage: python -m tests.helpers.pipeline_task MODE BARRIER_DIR
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import time
@@ -19,10 +20,15 @@ import mlflow
 
 import michelangelo_mlflow as mm
 
+BARRIER_TIMEOUT = 120.0
+
 
 def wait_at_barrier(barrier: Path) -> None:
-    (barrier / f"ready-{Path('/proc/self').resolve().name}").touch()
+    (barrier / f"ready-{os.getpid()}").touch()
+    deadline = time.monotonic() + BARRIER_TIMEOUT
     while not (barrier / "go").exists():
+        if time.monotonic() > deadline:
+            sys.exit(f"no go at {barrier} within {BARRIER_TIMEOUT} s")
         time.sleep(0.01)
 
 

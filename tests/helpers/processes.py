@@ -1,0 +1,33 @@
+"""Bounded waits on subprocesses: no test blocks forever on a child that hangs."""
+
+from __future__ import annotations
+
+import queue
+import subprocess
+import threading
+from typing import IO
+
+
+def readline(stream: IO[str], timeout: float) -> str:
+    """One line from a subprocess's pipe, waiting at most ``timeout`` seconds.
+
+    Raises:
+        TimeoutError: No complete line (nor end of file) arrived in time.
+    """
+    lines: queue.Queue[str] = queue.Queue(maxsize=1)
+    threading.Thread(target=lambda: lines.put(stream.readline()), daemon=True).start()
+    try:
+        return lines.get(timeout=timeout)
+    except queue.Empty:
+        raise TimeoutError(f"no line from the subprocess within {timeout} s") from None
+
+
+def end(process: subprocess.Popen[str], timeout: float = 10.0) -> tuple[str, str]:
+    """Kill ``process`` if it still runs and return what is left of its stdout and stderr."""
+    if process.poll() is None:
+        process.kill()
+    try:
+        out, err = process.communicate(timeout=timeout)
+    except (subprocess.TimeoutExpired, ValueError):  # ValueError: a pipe was read already
+        return "", ""
+    return out or "", err or ""
