@@ -10,18 +10,19 @@ would restrict the egress of every pod in the namespace.
 from __future__ import annotations
 
 import ipaddress
-import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from michelangelo_mlflow._registry._names import (
+    is_dns_label,
+    is_label_value,
+    is_qualified_name,
+    is_subdomain,
+)
 from michelangelo_mlflow.exceptions import ConfigurationError
 
 __all__ = ["network_policy", "parse_block", "parse_selector"]
 
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
-_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 _SHOW_LABELS = "kubectl get pods -n <namespace> --show-labels"
 
 
@@ -53,10 +54,11 @@ def network_policy(
         >>> network_policy("ml", ("10.0.0.5/32", 5000), {"app": "train"})["spec"]["policyTypes"]
         ['Egress']
     """
-    _check(namespace, _DNS_LABEL, 63, "--namespace", "a DNS-1123 label (lowercase letters, "
-           "digits and '-', starting and ending with a letter or digit)")  # fmt: skip
-    _check(name, _DNS_SUBDOMAIN, 253, "--name", "a DNS-1123 subdomain (lowercase letters, digits, "
-           "'-' and '.')")  # fmt: skip
+    _check(namespace, is_dns_label, "--namespace", "a DNS-1123 label (lowercase letters, "
+           "digits and '-', starting and ending with a letter or digit), at most 63 "
+           "characters")  # fmt: skip
+    _check(name, is_subdomain, "--name", "a DNS-1123 subdomain (lowercase letters, digits, "
+           "'-' and '.'), at most 253 characters")  # fmt: skip
     if not labels:
         raise ConfigurationError(
             "no --selector: a NetworkPolicy with an empty podSelector restricts the egress of "
@@ -100,13 +102,10 @@ def parse_selector(selector: str) -> tuple[str, str]:
             variable="--selector",
             fix=f"write it as KEY=VALUE, such as app=training (see {_SHOW_LABELS})",
         )
-    prefix, slash, label = key.rpartition("/")
-    if slash:
-        _check(prefix, _DNS_SUBDOMAIN, 253, "--selector", "a label key prefix that is a DNS "
-               "subdomain (such as app.kubernetes.io/)")  # fmt: skip
-    _check(label, _LABEL_NAME, 63, "--selector", "a label name of at most 63 letters, digits, "
-           "'-', '_' and '.', starting and ending with a letter or digit")  # fmt: skip
-    _check(value, _LABEL_VALUE, 63, "--selector", "a label value of at most 63 letters, digits, "
+    _check(key, is_qualified_name, "--selector", "a label key: an optional DNS subdomain prefix "
+           "and '/', then a label name of at most 63 letters, digits, '-', '_' and '.', "
+           "starting and ending with a letter or digit")  # fmt: skip
+    _check(value, is_label_value, "--selector", "a label value of at most 63 letters, digits, "
            "'-', '_' and '.', starting and ending with a letter or digit")  # fmt: skip
     return key, value
 
@@ -143,11 +142,10 @@ def parse_block(value: str, *, default_port: int, option: str) -> tuple[str, int
     return str(network), port
 
 
-def _check(value: str, pattern: re.Pattern[str], limit: int, option: str, rule: str) -> None:
-    if len(value) > limit or not pattern.match(value):
+def _check(value: str, valid: Callable[[str], bool], option: str, rule: str) -> None:
+    if not valid(value):
         raise ConfigurationError(
-            f"{option} {value!r} would be rejected by Kubernetes: it must be {rule}, at most "
-            f"{limit} characters",
+            f"{option} {value!r} would be rejected by Kubernetes: it must be {rule}",
             variable=option,
             fix=f"pass a valid {option}"
             + (f" (see {_SHOW_LABELS})" if option == "--selector" else ""),

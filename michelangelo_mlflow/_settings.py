@@ -944,28 +944,7 @@ def _check_uri_form(uri: str, variable: str) -> None:
     """Refuse a tracking URI MLflow cannot use, naming where it came from."""
     shown = _redact(uri)
     named = _named(variable, shown)
-    if any(c.isspace() for c in uri):
-        raise ConfigurationError(
-            f"{named} is not a URI (it has spaces)",
-            variable=variable,
-            fix=f"use a URI such as {_EXAMPLE_URI}, databricks or sqlite:///mlflow.db",
-        )
-    if _HOST_PORT.fullmatch(shown) and "://" not in shown:
-        raise ConfigurationError(
-            f"{named} looks like host:port but has no scheme, so MLflow cannot use it",
-            variable=variable,
-            fix=f"did you mean http://{shown}? (or https://{shown})",
-        )
-    for scheme in ("https", "http"):
-        if shown.startswith(f"{scheme}//") or (
-            shown.startswith(f"{scheme}:/") and not shown.startswith(f"{scheme}://")
-        ):
-            fixed = f"{scheme}://{shown[len(scheme) :].lstrip(':/')}"
-            raise ConfigurationError(
-                f"{named} is not a URI: its scheme is not followed by ://",
-                variable=variable,
-                fix=f"did you mean {fixed}?",
-            )
+    _check_uri_text(uri, shown, named, variable)
     if uri == "databricks":
         return
     try:
@@ -990,6 +969,37 @@ def _check_uri_form(uri: str, variable: str) -> None:
             variable=variable,
             fix=f"use a URI such as {_EXAMPLE_URI}",
         )
+    _check_scheme(scheme, shown, named, variable)
+
+
+def _check_uri_text(uri: str, shown: str, named: str, variable: str) -> None:
+    """Refuse what is not URI-shaped at all: spaces, a bare host:port, ``http//``."""
+    if any(c.isspace() for c in uri):
+        raise ConfigurationError(
+            f"{named} is not a URI (it has spaces)",
+            variable=variable,
+            fix=f"use a URI such as {_EXAMPLE_URI}, databricks or sqlite:///mlflow.db",
+        )
+    if _HOST_PORT.fullmatch(shown) and "://" not in shown:
+        raise ConfigurationError(
+            f"{named} looks like host:port but has no scheme, so MLflow cannot use it",
+            variable=variable,
+            fix=f"did you mean http://{shown}? (or https://{shown})",
+        )
+    for scheme in ("https", "http"):
+        if shown.startswith(f"{scheme}//") or (
+            shown.startswith(f"{scheme}:/") and not shown.startswith(f"{scheme}://")
+        ):
+            fixed = f"{scheme}://{shown[len(scheme) :].lstrip(':/')}"
+            raise ConfigurationError(
+                f"{named} is not a URI: its scheme is not followed by ://",
+                variable=variable,
+                fix=f"did you mean {fixed}?",
+            )
+
+
+def _check_scheme(scheme: str, shown: str, named: str, variable: str) -> None:
+    """Refuse a scheme no MLflow store serves, suggesting the nearest one."""
     if scheme in {"", "databricks", "file"} or _is_drive(scheme) or scheme in _HTTP:
         return
     if scheme.split("+")[0] in {*_DATABASES, "sqlite"} or scheme in _plugin_schemes():

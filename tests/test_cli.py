@@ -256,3 +256,31 @@ def test_entry_point_is_installed() -> None:
     )
     assert done.returncode == 0
     assert done.stdout.startswith("michelangelo-mlflow ")
+
+
+def test_doctor_without_mlflow_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    # An image without MLflow: no distribution metadata, and `import mlflow` fails.
+    script = (
+        "import importlib.metadata as md, sys\n"
+        "real = md.version\n"
+        "def version(name):\n"
+        "    if name in ('mlflow', 'mlflow-skinny'):\n"
+        "        raise md.PackageNotFoundError(name)\n"
+        "    return real(name)\n"
+        "md.version = version\n"
+        "sys.modules['mlflow'] = None\n"
+        "from michelangelo_mlflow._cli import main\n"
+        f"main(['doctor', '--tracking-uri', 'http://127.0.0.1:{closed_port()}'])\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: MLflow tracking")
+    assert "-- fix: add `mlflow>=2.22,<4`" in line

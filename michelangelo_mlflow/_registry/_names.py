@@ -18,8 +18,10 @@ __all__ = [
     "check_label",
     "check_namespace",
     "check_object_name",
+    "is_dns_label",
     "is_label_value",
     "is_qualified_name",
+    "is_subdomain",
     "normalize_kind",
     "normalize_package_type",
     "suggest_name",
@@ -53,6 +55,11 @@ _SUBDOMAIN_RE = re.compile(rf"{_DNS_LABEL}(\.{_DNS_LABEL})*")
 _DNS_LABEL_RE = re.compile(_DNS_LABEL)
 _LABEL_VALUE_RE = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]")
 _NAME_PART_RE = _LABEL_VALUE_RE
+
+
+def is_dns_label(value: str) -> bool:
+    """Whether ``value`` is a DNS-1123 label (a valid Kubernetes namespace)."""
+    return len(value) <= MAX_LABEL and _DNS_LABEL_RE.fullmatch(value) is not None
 
 
 def is_subdomain(value: str) -> bool:
@@ -115,7 +122,7 @@ def check_namespace(namespace: str) -> None:
     Raises:
         ConfigurationError: Naming ``MA_NAMESPACE`` and the fix.
     """
-    if len(namespace) <= MAX_LABEL and _DNS_LABEL_RE.fullmatch(namespace):
+    if is_dns_label(namespace):
         return
     raise ConfigurationError(
         f"the Michelangelo namespace {namespace!r} is not a valid Kubernetes namespace "

@@ -15,10 +15,10 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from michelangelo_mlflow.exceptions import MissingDependencyError
+from michelangelo_mlflow.testing._service import Service
 
 __all__ = ["ModelApiCall", "ModelApiServer"]
 
@@ -48,7 +48,7 @@ class ModelApiCall:
     code: str
 
 
-class ModelApiServer:
+class ModelApiServer(Service):
     """A real gRPC server on ``127.0.0.1`` implementing ``michelangelo.api.v2.ModelService``.
 
     It implements ``ModelServiceServicer`` from the official generated stubs with the
@@ -150,17 +150,6 @@ class ModelApiServer:
         server, self._server = self._server, None
         if server is not None:
             server.stop(grace=None).wait(timeout=30)
-
-    def __enter__(self) -> ModelApiServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         return f"ModelApiServer(port={self.port}, objects={len(self._store)})"

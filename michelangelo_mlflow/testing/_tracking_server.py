@@ -13,9 +13,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from types import TracebackType
 
 import requests
+
+from michelangelo_mlflow.testing._service import Service
 
 __all__ = ["TrackingServer"]
 
@@ -29,7 +30,7 @@ _ADDRESS_IN_USE = re.compile(
 )
 
 
-class TrackingServer:
+class TrackingServer(Service):
     """A real MLflow tracking server on ``127.0.0.1``, started as a subprocess.
 
     It uses a sqlite backend store and a local artifact root served through the
@@ -186,17 +187,6 @@ class TrackingServer:
             timeout=10,
         )
         response.raise_for_status()
-
-    def __enter__(self) -> TrackingServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         auth = ", basic_auth=True" if self.basic_auth else ""
