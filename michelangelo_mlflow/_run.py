@@ -17,14 +17,15 @@ import enum
 import logging
 import os
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypedDict
 
 from typing_extensions import Unpack
 
-from michelangelo_mlflow import _params, _pipeline, _provenance
+from michelangelo_mlflow import _params, _pipeline, _provenance, _tags
+from michelangelo_mlflow._autolog import autolog_scope, resolve_autolog
 from michelangelo_mlflow._courier import Delivery, RunSpool, close_run, open_run, take_over
 from michelangelo_mlflow._delivery import Route
 from michelangelo_mlflow._errors import from_foreign, raised_by_library, translate, with_note
@@ -58,6 +59,7 @@ __all__ = [
     "current_run",
     "current_settings",
     "next_step",
+    "resolve_settings",
     "route_for",
     "spool_directory",
     "tracking_run",
@@ -83,6 +85,8 @@ class RunOptions(TypedDict, total=False):
     run_id: str | None
     settings: Settings | None
     key: str | None
+    autolog: bool | str | Sequence[str] | Mapping[str, Any] | None
+    system_metrics: bool | None
 
 
 def current_run() -> TrackingRun | None:
@@ -135,7 +139,9 @@ class TrackingRun:
         self.nested = bool(options.get("nested", False))
         self.run_id = options.get("run_id")
         self.parent_run_id: str | None = None
-        self.settings = _settings_for_run(options.get("settings"))
+        self.settings = resolve_settings(options.get("settings"))
+        self.autolog = resolve_autolog(options.get("autolog"))
+        self.system_metrics = options.get("system_metrics")
         # Invalid params and tags fail here, before anything talks to a server.
         self._prepared_params = _params.prepare(
             self.params, kind="param", secrets=self.settings.secret_values()
@@ -175,6 +181,7 @@ class TrackingRun:
         ensure_preflight(settings)
         route = route_for(settings) if directory is not None else None
         self._stack.enter_context(routing_to(route))
+        self._stack.enter_context(autolog_scope(self.autolog, run=self._describe_self()))
         with translate(settings.safe_tracking_uri, run_id=self.run_id):
             try:
                 self.active_run = self._start()
@@ -195,7 +202,11 @@ class TrackingRun:
             if self._prepared_params:  # start_run returned the run as stored: params are fresh
                 self.writer.log_params(self._prepared_params, existing=run.data.params)
             if self._supersedes_error:  # this attempt is not failed (yet): kept as previous_error
-                self.writer.delete_tags(_provenance.ERROR_TAGS)
+                self.writer.delete_tags(_tags.ERROR_TAGS)
+
+    def _describe_self(self) -> str:
+        name = f" {self.run_name!r}" if self.run_name else ""
+        return f"the run{name} in experiment {self.experiment or '(default)'!r}"
 
     def _check_mode(self, directory: Path | None) -> None:
         if self._mode != "routed":
@@ -237,6 +248,7 @@ class TrackingRun:
             role="owner",
             max_bytes=int(settings.spool_max_bytes),
             interval=settings.flush_interval,
+            secrets=settings.secret_values(),
         )
         replay_in_background(directory, route, interval=settings.flush_interval)
         return spool
@@ -289,6 +301,7 @@ class TrackingRun:
             nested=self.nested,
             tags=self._prepared(tags),
             description=self._description(),
+            log_system_metrics=self.system_metrics,
         )
 
     def _resume(self, run_id: str, tags: dict[str, Any], *, description: bool) -> ActiveRun:
@@ -304,6 +317,7 @@ class TrackingRun:
             nested=self.nested,
             tags=self._prepared(tags),
             description=self._description() if description else None,
+            log_system_metrics=self.system_metrics,
         )
 
     def _check_resumable(self, run_id: str) -> Any:
@@ -357,31 +371,32 @@ class TrackingRun:
     def _run_id(self) -> str | None:
         return self.active_run.info.run_id if self.active_run else self.run_id
 
-    def _close(self, exc: BaseException | None) -> None:
+    def _close(self, exc: BaseException | None, status: str | None = None) -> None:
+        """End the run: ``status``, or the one that matches ``exc`` (see ``_status_for``)."""
         if self.state is RunState.CLOSED:
             return
         self.state = RunState.CLOSED
+        status = status or _status_for(exc)
         problems: list[MichelangeloMlflowError] = []
         try:
             if self.active_run is not None:
-                problems += self._end(exc)
+                problems += self._end(exc, status)
             if self.spool is not None:
-                problems += self._deliver_rest(exc)
+                problems += self._deliver_rest(status)
         finally:
             if self._token is not None:
-                _current.reset(self._token)
+                _reset_current(self._token)
             self._stack.close()
         if problems and exc is None:
             raise problems[0]
         for problem in problems:  # the task's own error is what propagates
             log.warning("%s; the task's own error follows", problem)
 
-    def _end(self, exc: BaseException | None) -> list[MichelangeloMlflowError]:
+    def _end(self, exc: BaseException | None, status: str) -> list[MichelangeloMlflowError]:
         import mlflow
 
         assert self.active_run is not None
         run_id = self.active_run.info.run_id
-        status = _status_for(exc)
         try:
             with translate(self.settings.safe_tracking_uri, run_id=run_id):
                 if exc is not None and self.writer is not None:
@@ -400,14 +415,13 @@ class TrackingRun:
             self._converge_on_parent(run_id, status)
         return []
 
-    def _deliver_rest(self, exc: BaseException | None) -> list[MichelangeloMlflowError]:
+    def _deliver_rest(self, status: str) -> list[MichelangeloMlflowError]:
         assert self.spool is not None
         grace = self.settings.spool_grace
         outcomes = close_run(self.spool, grace)
         problems = [p for outcome in outcomes if (p := _problem(outcome, self.spool)) is not None]
         pending = [o for o in outcomes if not o.delivered and o.error is None]
         if pending:
-            status = _status_for(exc)
             warnings.warn(
                 f"the MLflow tracking server at {self.settings.safe_tracking_uri} did not take "
                 f"the last records of run {self.spool.run_id} within the "
@@ -474,6 +488,13 @@ def _describe(record: list[Any]) -> str:
     return f"{kind} {record[1]!r}"
 
 
+def _reset_current(token: contextvars.Token[TrackingRun | None]) -> None:
+    try:
+        _current.reset(token)
+    except ValueError:  # ended from another context (atexit, a notebook's other cell task)
+        _current.set(token.old_value if token.old_value is not contextvars.Token.MISSING else None)
+
+
 def _status_for(exc: BaseException | None) -> str:
     if exc is None:
         return "FINISHED"
@@ -484,7 +505,7 @@ def _status_for(exc: BaseException | None) -> str:
     return "FAILED"
 
 
-def _settings_for_run(given: Settings | None) -> Settings:
+def resolve_settings(given: Settings | None = None) -> Settings:
     """Explicit settings (their environment part read again now), else the enclosing run's."""
     if given is not None:
         return given.refreshed()
@@ -544,6 +565,21 @@ def check_arguments(experiment: Any, run_name: Any, options: Mapping[str, Any]) 
                    else "to let MLflow generate one"),
             )  # fmt: skip
     _check_option_types(options)
+    resolve_autolog(options.get("autolog"))  # a flavor that is not installed, an unknown option
+    if options.get("system_metrics"):
+        _check_system_metrics()
+
+
+def _check_system_metrics() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("psutil") is None:
+        raise ConfigurationError(
+            "system_metrics=True needs the psutil package, which is not installed",
+            variable="system_metrics",
+            fix="pip install 'michelangelo-mlflow[system-metrics]' (psutil; add the [gpu] extra "
+            "for GPU metrics), or leave system_metrics out",
+        )
 
 
 def _check_option_types(options: Mapping[str, Any]) -> None:
@@ -555,6 +591,12 @@ def _check_option_types(options: Mapping[str, Any]) -> None:
         "run_id": (str, "the run id as a string"),
         "settings": (Settings, "a michelangelo_mlflow.Settings(...) object"),
         "key": (str, "a string that identifies the task in its pipeline run"),
+        "autolog": (
+            (bool, str, list, tuple, Mapping),
+            'True, a flavor name ("sklearn"), a list of flavor names, or a mapping of autolog '
+            'options such as {"log_models": False}',
+        ),
+        "system_metrics": (bool, "True or False"),
     }
     for name, value in options.items():
         if name not in expected:
@@ -614,7 +656,17 @@ def tracking_run(
               the environment's;
             - ``key``: identity of this run within a pipeline run, for retries (default:
               the run name): a retried task's run with the same key is attempt N+1, or,
-              with ``MICHELANGELO_MLFLOW_ON_RETRY=resume``, reopens the unfinished one.
+              with ``MICHELANGELO_MLFLOW_ON_RETRY=resume``, reopens the unfinished one;
+            - ``autolog``: MLflow autologging, in force while the run is open and put
+              back as it was when it ends: ``True`` (``mlflow.autolog()``), a flavor
+              name or a list of them (``"sklearn"``, ``["sklearn", "xgboost"]``), or a
+              mapping of ``autolog()`` options (``{"log_models": False}``; flavor names
+              as keys give a flavor its own options). ``False`` switches autologging
+              off for the run. Everything it logs lands in this run;
+            - ``system_metrics``: log MLflow's system metrics (CPU, memory, disk,
+              network, GPU) for the run every ``MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL``
+              seconds (needs ``michelangelo-mlflow[system-metrics]``); ``None``
+              follows ``MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING``.
 
     Returns:
         A context manager yielding MLflow's ``ActiveRun``.
@@ -628,6 +680,11 @@ def tracking_run(
     Example:
         >>> with tracking_run("fraud-detection", run_name="eda") as run:  # doctest: +SKIP
         ...     mlflow.log_metric("rows", 1_000)
+
+        Autologging and system metrics for this run only:
+
+        >>> with tracking_run("fraud", autolog="sklearn", system_metrics=True):  # doctest: +SKIP
+        ...     LogisticRegression().fit(x, y)
     """
     return TrackingRun(experiment, run_name, **options)
 
@@ -662,7 +719,7 @@ def next_step(metric: str | None = None) -> int:
             variable="metric",
             fix="call it inside `with tracking_run(...)` or a @tracked function",
         )
-    settings = current_settings() or Settings()
+    settings = resolve_settings()
     with translate(settings.safe_tracking_uri, run_id=active.info.run_id):
         client = mlflow.MlflowClient()
         keys = [metric] if metric else list(client.get_run(active.info.run_id).data.metrics)

@@ -37,6 +37,10 @@ class State:
         courier: The thread that delivers spooled records, once started.
         globals_stack: The configurations applied to MLflow's process globals by open
             scopes, innermost last, each with the scopes using it (see ``_scope``).
+        autolog_stack: The autologging configurations applied by open runs, innermost
+            last (see ``_autolog``).
+        notebook_run: The notebook run open in this process (see ``_notebook``).
+        last_notebook_run: The last notebook run that ended, for ``%mm_run``.
     """
 
     lock: threading.RLock = field(default_factory=threading.RLock)
@@ -49,6 +53,9 @@ class State:
     spools: dict[str, RunSpool] = field(default_factory=dict)
     courier: Courier | None = None
     globals_stack: list[Any] = field(default_factory=list)
+    autolog_stack: list[Any] = field(default_factory=list)
+    notebook_run: Any = None
+    last_notebook_run: Any = None
 
     def forget(self) -> None:
         """Forget every cache (reports, warnings, versions, experiment ids).

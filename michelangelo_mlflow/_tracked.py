@@ -57,8 +57,9 @@ def tracked(
         experiment: As for :func:`tracking_run`.
         run_name: As for :func:`tracking_run`; default: the function's name.
         **options: The options of :func:`tracking_run` (``tags``, ``params``,
-            ``description``, ``nested``, ``run_id``, ``settings``, ``key``; ``key``
-            defaults to the function's dotted path), and ``log_params``: name or names
+            ``description``, ``nested``, ``run_id``, ``settings``, ``key``,
+            ``autolog``, ``system_metrics``; ``key`` defaults to the function's dotted
+            path; ``autolog`` is in force during each call only), and ``log_params``: name or names
             of the function's parameters whose values are logged as params on each
             call. A scalar is logged under its parameter name; a mapping, dataclass or
             pydantic model is flattened into its own (dotted) keys, like
@@ -70,12 +71,19 @@ def tracked(
     Raises:
         ConfigurationError: At decoration time, when ``log_params`` names a
             parameter the function does not have, the target is a class or a
-            generator function, or an option has the wrong type.
+            generator function, an option has the wrong type, an ``autolog`` flavor's
+            library is not installed, or ``system_metrics=True`` lacks ``psutil``.
 
     Example:
         >>> @tracked(experiment="fraud-detection", log_params="config")  # doctest: +SKIP
         ... def train_model(train_data, config: dict):
         ...     mlflow.log_metric("auc", 0.91)
+
+        With MLflow's scikit-learn autologging in force during each call only:
+
+        >>> @tracked(experiment="fraud-detection", autolog="sklearn")  # doctest: +SKIP
+        ... def fit(x, y):
+        ...     return LogisticRegression().fit(x, y)  # params, metrics, model: in the run
     """
     if callable(experiment):
         return tracked()(experiment)

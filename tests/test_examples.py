@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
@@ -56,3 +57,57 @@ def test_quickstart_trains_and_registers_on_the_embedded_store(tmp_path: Path) -
     assert model["spec"]["qualityScores"][0]["name"] == "auc"
     assert model["metadata"]["annotations"]["mlflow.michelangelo.ai/run-id"] == run.info.run_id
     assert "quickstart-classifier version 1" in result.stdout
+
+
+def test_no_example_shadows_an_installed_package() -> None:
+    # `python examples/x.py` puts examples/ first on sys.path: an examples/databricks.py
+    # would be imported by `import mlflow` in place of databricks-sdk.
+    import importlib.util
+
+    for script in EXAMPLES.glob("*.py"):
+        assert importlib.util.find_spec(script.stem) is None, script.name
+
+
+def test_notebook_is_stored_without_outputs() -> None:
+    import nbformat
+
+    notebook = nbformat.read(EXAMPLES / "notebook.ipynb", as_version=4)
+    nbformat.validate(notebook)
+    for cell in notebook.cells:
+        if cell.cell_type == "code":
+            assert (cell.outputs, cell.execution_count) == ([], None), cell.source[:60]
+
+
+def test_notebook_runs_in_a_real_kernel_and_registers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import nbclient
+    import nbformat
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # the embedded local store
+    notebook = nbformat.read(EXAMPLES / "notebook.ipynb", as_version=4)
+    nbclient.NotebookClient(
+        notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": tmp_path}}
+    ).execute()  # raises CellExecutionError on the first cell that fails
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("quickstart-notebook")
+    assert experiment is not None
+    runs = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
+    assert set(runs) == {"logistic-notebook", "threshold-sweep"}
+    run = runs["logistic-notebook"]
+    assert run.info.status == "FINISHED"
+    assert run.data.params["C"] == "1.0"  # autologged
+    assert "training_accuracy_score" in run.data.metrics
+    assert 0.5 < run.data.metrics["test_auc"] <= 1.0
+    assert run.data.tags["michelangelo.execution"] == "interactive"
+    sweep = runs["threshold-sweep"]
+    assert sweep.info.status == "FINISHED"
+    assert len(client.get_metric_history(sweep.info.run_id, "accuracy")) == 3
+
+    (version,) = client.search_model_versions("name = 'quickstart-notebook-classifier'")
+    assert (version.status, version.run_id) == ("READY", run.info.run_id)
+    manifests = sorted((tmp_path / "michelangelo-models").rglob("*.yaml"))
+    assert [p.name for p in manifests] == ["quickstart-notebook-classifier-1.yaml"]
+    outputs = [output for cell in notebook.cells for output in cell.get("outputs", [])]
+    assert any("text/html" in output.get("data", {}) for output in outputs)  # the run's block

@@ -41,7 +41,7 @@ def test_an_unknown_name_is_an_attribute_error() -> None:
 def test_importing_the_package_imports_neither_mlflow_nor_pydantic() -> None:
     # MLflow loads this package to find its tracking-store plugin, and the CLI's --help
     # must be fast: the public names are imported when first used.
-    heavy = "{'mlflow', 'pydantic', 'requests'}"
+    heavy = "{'mlflow', 'pydantic', 'requests', 'IPython'}"
     code = f"import sys, michelangelo_mlflow; print(sorted({heavy} & set(sys.modules)))"
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True

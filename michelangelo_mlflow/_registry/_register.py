@@ -210,9 +210,10 @@ def register_model(
         'fraud-detector-1'
     """
     from michelangelo_mlflow._errors import import_mlflow
+    from michelangelo_mlflow._run import resolve_settings
 
     import_mlflow()
-    settings = _settings_for(settings)
+    settings = resolve_settings(settings)
     plan = _plan(
         settings,
         name,
@@ -239,15 +240,6 @@ def register_model(
     finally:
         if plan is not None:
             plan.backend.close()
-
-
-def _settings_for(given: Settings | None) -> Settings:
-    """An explicit ``settings=`` always wins; else the open tracked run's; else the environment."""
-    from michelangelo_mlflow._run import current_settings
-
-    if given is not None:
-        return given.refreshed()
-    return current_settings() or Settings()
 
 
 def _register_in_mlflow(
