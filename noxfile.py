@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import nox
+
+# Compile bytecode when installing: every test starts real `mlflow server` and Python
+# subprocesses, and with PYTHONDONTWRITEBYTECODE set (as on CI machines here) each of
+# them would otherwise compile MLflow from source again (import mlflow: 4.9 s, not 1.7 s).
+os.environ.setdefault("UV_COMPILE_BYTECODE", "1")
 
 nox.options.default_venv_backend = "uv"
 nox.options.sessions = ["lint", "typecheck", "docs", "tests"]

@@ -64,6 +64,9 @@ TERMINAL = frozenset({"FINISHED", "FAILED", "KILLED"})
 WAKE_BYTES = 64 * 1024
 """Pending bytes (about a full batch of metric points) that wake the courier early."""
 
+PROGRESS_CAP = 10
+"""A run end waits at most this many graces in all while the server keeps taking records."""
+
 _BACKOFF_FIRST = 0.25
 _BACKOFF_MAX = 5.0
 _BACKOFF_MAX_CLOSING = 1.0
@@ -201,7 +204,7 @@ class RunSpool:
 
     def append(self, records: list[Record]) -> None:
         """Write records to the segment, remember what they set, and nudge the courier."""
-        pending = self.segment.append(records)
+        written, pending = self.segment.append(records)
         for record in records:
             kind = record[0]
             if kind == "p":
@@ -216,8 +219,8 @@ class RunSpool:
                 self.status = record[1]
         if pending > self.max_bytes:
             self._over_cap()
-        elif pending >= WAKE_BYTES:
-            self.courier.wake()
+        elif pending >= WAKE_BYTES > pending - written:
+            self.courier.wake()  # once, when a batch fills up: not on every call after
 
     def _remember_metric(self, record: Record) -> None:
         key, value, timestamp, step = record[1], record[2], record[3], record[4]
@@ -311,34 +314,47 @@ class RunSpool:
         return self._direct
 
     # --- the end ------------------------------------------------------------------------
-    def flush(self, timeout: float) -> bool:
+    def flush(self, timeout: float, *, while_progressing: bool = False) -> bool:
         """Wait until every record so far is delivered, or ``timeout`` seconds pass.
+
+        Args:
+            timeout: Seconds to wait; with ``while_progressing``, seconds to wait
+                without any record being delivered (at most ``PROGRESS_CAP`` times as
+                long in all).
+            while_progressing: Keep waiting as long as the server takes records.
 
         Returns:
             Whether everything was delivered.
         """
-        deadline = time.monotonic() + timeout
+        start = time.monotonic()
+        deadline = start + timeout
+        cap = start + timeout * (PROGRESS_CAP if while_progressing else 1)
+        sent = self.delivery.sent
         self.courier.wake(self)
         with self._settled:
             while not self._idle():
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
+                now = time.monotonic()
+                if while_progressing and self.delivery.sent > sent:
+                    sent, deadline = self.delivery.sent, min(cap, now + timeout)
+                if now >= deadline:
                     return False
-                self._settled.wait(min(remaining, 0.5))
+                self._settled.wait(min(deadline - now, 0.5))
         return self.segment.pending_bytes == 0
 
     def close(self, grace: float) -> Delivery:
-        """Deliver the rest within ``grace`` seconds, then let go of the segment.
+        """Deliver the rest, then let go of the segment.
 
-        The segment is removed when everything was delivered, and kept (for ``sync``
-        or the next run) otherwise.
+        It waits as long as the server takes records, and gives up after ``grace``
+        seconds in which it took none (or ``PROGRESS_CAP`` graces in all). The segment
+        is removed when everything was delivered, and kept (for ``sync`` or the next
+        run) otherwise.
 
         Returns:
             What became of the records.
         """
         self.closing = True
         self.retry_at = 0.0
-        self.flush(grace)
+        self.flush(grace, while_progressing=True)
         self.courier.remove(self)
         self.delivery.pending_bytes = self.segment.pending_bytes
         self.delivery.delivered = self.delivery.pending_bytes == 0
@@ -505,14 +521,16 @@ class Courier:
         due: dict[int, float] = {}
         while True:
             with self._condition:
-                self._condition.wait(timeout=self._next_wait(due))
+                if not self._urgent:  # a wake() during the last round is not lost
+                    self._condition.wait(timeout=self._next_wait(due))
                 spools = list(self._spools)
                 urgent, self._urgent = self._urgent, set()
             now = time.monotonic()
+            due = {id(spool): due.get(id(spool), now) for spool in spools}
             for spool in spools:
                 key = id(spool)
                 if spool.retry_at > now or not (
-                    key in urgent or spool.closing or due.get(key, 0.0) <= now or spool.full()
+                    key in urgent or spool.closing or due[key] <= now or spool.full()
                 ):
                     continue
                 try:
@@ -522,6 +540,7 @@ class Courier:
                 due[key] = time.monotonic() + self.interval
 
     def _next_wait(self, due: dict[int, float]) -> float:
+        """Seconds until a spool is due, may retry, or (closing) should be looked at."""
         now = time.monotonic()
         waits = [self.interval]
         for spool in self._spools:
@@ -529,6 +548,8 @@ class Courier:
                 waits.append(spool.retry_at - now)
             elif spool.closing:
                 waits.append(0.05)
+            elif spool.segment.pending_bytes:
+                waits.append(due.get(id(spool), now) - now)
         return max(0.01, min(waits))
 
 

@@ -8,7 +8,8 @@ Every request is made once, with a timeout and without MLflow's own retries (the
 courier decides when to try again), and its failure is one of three kinds:
 
 - :class:`Outage`: the server did not take the request and may later (connection
-  refused or reset, timeout, HTTP 408/429/5xx). The records stay in the spool.
+  refused or reset, timeout, HTTP 408, 425, 429, 500, 502, 503, 504: the statuses
+  MLflow itself retries, and 425). The records stay in the spool.
 - :class:`Invalid`: the server refused the data (HTTP 400): a param changed, a value
   too long. The batch is split to find the records concerned.
 - :class:`Refused`: anything else (credentials, permissions, an unknown or deleted

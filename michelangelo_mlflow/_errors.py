@@ -42,7 +42,9 @@ __all__ = [
     "FIX_PERMISSION",
     "FIX_TLS",
     "FIX_UNREACHABLE",
+    "MODEL_NOT_LOGGED",
     "REQUIREMENTS",
+    "failed_logging_a_model",
     "first_line",
     "from_foreign",
     "import_mlflow",
@@ -324,6 +326,23 @@ def raised_by_library(tb: TracebackType | None) -> bool:
             return True
         frame_tb = frame_tb.tb_next
     return False
+
+
+def failed_logging_a_model(tb: TracebackType | None) -> bool:
+    """Whether the traceback passed through MLflow's ``Model.log`` (``log_model``)."""
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        if code.co_name == "log" and tb.tb_frame.f_globals.get("__name__") == "mlflow.models.model":
+            return True
+        tb = tb.tb_next
+    return False
+
+
+MODEL_NOT_LOGGED = (
+    "the model was not logged (MLflow creates it on the server first) and is still in "
+    "the task's memory: save it with mlflow.<flavor>.save_model(model, path) inside the "
+    "run, and log it when the server answers (log_model again, or mlflow.log_artifacts)"
+)
 
 
 def with_note(error: E, note: str, *, fix: str | None = None) -> E:

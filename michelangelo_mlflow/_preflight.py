@@ -637,6 +637,15 @@ def _databricks_credentials(settings: Settings) -> tuple[str, str]:
 _cache_key_secret = secrets.token_bytes(32)
 
 
+@dataclass
+class _Flight:
+    """One server's check in progress: callers that waited for it share its report."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    report: PreflightReport | None = None
+    finished: float = 0.0
+
+
 def _cache_key(settings: Settings) -> tuple[str, str]:
     # The credentials are part of the key (a fixed password must be re-checked), as a
     # keyed digest that is useless outside this process.
@@ -653,7 +662,9 @@ def preflight(settings: Settings | None = None, *, force: bool = False) -> Prefl
     The checks run in order and stop at the first failure; the whole preflight is
     bounded by ``settings.preflight_deadline`` seconds. A passing report is cached per
     process, tracking URI and credentials; a failing one is not, so the next call
-    checks again. Failures are reported, not raised: call
+    checks again. Calls that arrive while a check of the same server runs wait for it
+    and share its report, passing or failing (eight threads against a down server
+    take one deadline, not eight). Failures are reported, not raised: call
     :meth:`PreflightReport.raise_for_failure` to raise the typed error.
 
     Args:
@@ -682,9 +693,12 @@ def preflight(settings: Settings | None = None, *, force: bool = False) -> Prefl
         )
     settings = settings if settings is not None else Settings()
     key = _cache_key(settings)
+    arrived = time.monotonic()
     with STATE.lock:
-        flight = STATE.preflight_flights.setdefault(key, threading.Lock())
-    with flight:  # one check per server at a time: concurrent starters share its result
+        flight: _Flight = STATE.preflight_flights.setdefault(key, _Flight())
+    with flight.lock:  # one check per server at a time: concurrent starters share its result
+        if flight.report is not None and flight.finished > arrived:
+            return flight.report  # checked while this caller waited (passing or failing)
         if not force:
             with STATE.lock:
                 cached: PreflightReport | None = STATE.preflight_reports.get(key)
@@ -692,6 +706,7 @@ def preflight(settings: Settings | None = None, *, force: bool = False) -> Prefl
                 return cached
         report = _run_checks(settings)
         logger.debug("preflight of %s: %r", report.tracking_uri, report)
+        flight.report, flight.finished = report, time.monotonic()
         if report.reachable is not False and report.authenticated is not False:
             with STATE.lock:
                 STATE.preflight_reports[key] = report

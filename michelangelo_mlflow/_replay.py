@@ -233,8 +233,8 @@ def _needs_final_status(spool: RunSpool) -> bool:
     spool.append([
         ["t", _tags.ERROR_TYPE, PROCESS_ENDED],
         ["t", _tags.ERROR_MESSAGE, "the process ended without closing the run (killed, "
-         "out of memory, or the tracking server was down when it ended); its records were "
-         "replayed from the spool"],
+         "for example by SIGKILL or out of memory); its records were replayed from the "
+         "spool"],
         ["u", "KILLED", now, None],
     ])  # fmt: skip
     spool.status_appended = True

@@ -28,7 +28,14 @@ from michelangelo_mlflow import _params, _pipeline, _provenance, _tags
 from michelangelo_mlflow._autolog import autolog_scope, resolve_autolog
 from michelangelo_mlflow._courier import Delivery, RunSpool, close_run, open_run, take_over
 from michelangelo_mlflow._delivery import Route
-from michelangelo_mlflow._errors import from_foreign, raised_by_library, translate, with_note
+from michelangelo_mlflow._errors import (
+    MODEL_NOT_LOGGED,
+    failed_logging_a_model,
+    from_foreign,
+    raised_by_library,
+    translate,
+    with_note,
+)
 from michelangelo_mlflow._experiment import experiment_id, forget_experiment_ids
 from michelangelo_mlflow._preflight import ensure_preflight
 from michelangelo_mlflow._scope import (
@@ -364,6 +371,8 @@ class TrackingRun:
             ours = from_foreign(
                 exc, tracking_uri=self.settings.safe_tracking_uri, run_id=self._run_id
             )
+            if ours is not None and failed_logging_a_model(tb):
+                ours = with_note(ours, "while logging a model", fix=MODEL_NOT_LOGGED)
             if ours is not None:
                 raise ours from exc
 

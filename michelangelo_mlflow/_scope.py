@@ -44,6 +44,7 @@ __all__ = [
     "holder_description",
     "mlflow_environment",
     "mlflow_scope",
+    "registry_uri_for",
     "set_active_experiment",
 ]
 
@@ -128,7 +129,8 @@ def mlflow_scope(settings: Settings) -> Iterator[ScopeMode]:
     """
     import_mlflow()  # a missing or broken MLflow install: MissingDependencyError
     environment = mlflow_environment(settings)
-    key = (tuple(sorted(environment.items())), settings.registry_uri)
+    registry_uri = registry_uri_for(settings)
+    key = (tuple(sorted(environment.items())), registry_uri)
     thread = threading.get_ident()
     holder: _Holder | None
     with STATE.lock:
@@ -140,7 +142,7 @@ def mlflow_scope(settings: Settings) -> Iterator[ScopeMode]:
         elif top is None or set(top.users) <= {thread}:
             mode = "applied"
             holder = _Holder(key, _save(), settings.safe_tracking_uri)
-            _apply(environment, settings.registry_uri)
+            _apply(environment, registry_uri)
             stack.append(holder)
         else:
             mode, holder = "routed", None
@@ -151,6 +153,20 @@ def mlflow_scope(settings: Settings) -> Iterator[ScopeMode]:
     finally:
         if holder is not None:
             _release(holder, thread)
+
+
+def registry_uri_for(settings: Settings) -> str | None:
+    """The registry URI a scope sets: ``MLFLOW_REGISTRY_URI``, else the tracking URI.
+
+    The tracking URI is MLflow's own default registry for every server but Databricks
+    (whose default, Unity Catalog, MLflow resolves itself: ``None`` leaves it to MLflow).
+    Setting it explicitly also spares every ``MlflowClient()`` (two per
+    ``mlflow.log_metric``) MLflow's search for a Spark session, a failed import of
+    ``pyspark`` that costs about two thirds of a logging call.
+    """
+    if settings.registry_uri is not None:
+        return settings.registry_uri
+    return None if settings.scheme == "databricks" else settings.effective_tracking_uri
 
 
 def holder_description() -> str:

@@ -431,8 +431,9 @@ class Settings(BaseSettings, metaclass=_ErrorBoundary):
     spool_max_bytes: ByteSize = Field(
         ByteSize(1 << 30),  # 1GiB
         ge=1 << 20,
-        description="Largest size of the spool (default 1GiB, at least 1MiB; accepts "
-        "512MiB, 2GB, ...).",
+        description="Largest size of one run's undelivered records in the spool, per "
+        "writing process (default 1GiB, at least 1MiB; accepts 512MiB, 2GB, ...); past it "
+        "the oldest metric points are dropped.",
     )
     flush_interval: float = Field(
         1.0,

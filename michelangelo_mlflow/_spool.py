@@ -190,11 +190,11 @@ class Segment:
                     self.path.parent.rmdir()  # the run's directory, once its last segment is gone
 
     # --- writing ----------------------------------------------------------------------
-    def append(self, records: list[Record]) -> int:
+    def append(self, records: list[Record]) -> tuple[int, int]:
         """Append records with one write(); durable against SIGKILL when this returns.
 
         Returns:
-            The number of bytes still waiting for the server.
+            The bytes written, and the bytes still waiting for the server.
         """
         data = b"".join(_encode(record) for record in records)
         with self._mutex:
@@ -202,7 +202,7 @@ class Segment:
                 raise ValueError(f"the spool segment {self.path} is closed")
             os.write(self._fd, data)
             self._size += len(data)
-            return self._size - self._acked
+            return len(data), self._size - self._acked
 
     def keep(self, local: Path) -> Path:
         """Copy a file or directory under ``artifacts/``; returns the copy's path."""

@@ -27,7 +27,8 @@ class State:
     Attributes:
         lock: Guards every field (re-entrant).
         preflight_reports: Passing preflight reports by (tracking URI, credential digest).
-        preflight_flights: One lock per such key: concurrent first runs share one check.
+        preflight_flights: One check in progress per such key: concurrent first runs
+            share its report, passing or failing.
         facts: Facts about the process read once (host name, OS user).
         version_warnings: (tracking URI, server version) pairs already warned about.
         server_versions: Server versions seen by the preflight, by tracking URI.
@@ -45,7 +46,7 @@ class State:
 
     lock: threading.RLock = field(default_factory=threading.RLock)
     preflight_reports: dict[tuple[str, str], Any] = field(default_factory=dict)
-    preflight_flights: dict[tuple[str, str], threading.Lock] = field(default_factory=dict)
+    preflight_flights: dict[tuple[str, str], Any] = field(default_factory=dict)
     facts: dict[str, str] = field(default_factory=dict)
     version_warnings: set[tuple[str, str]] = field(default_factory=set)
     server_versions: dict[str, str] = field(default_factory=dict)

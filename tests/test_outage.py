@@ -377,3 +377,28 @@ def test_the_spool_never_holds_a_secret(auth_server: TrackingServer, tmp_path: P
         result = CliRunner().invoke(main, ["sync"], env=env)
     assert result.exit_code == 0, result.output
     assert secret not in result.output
+
+
+def test_log_model_during_an_outage_waits_then_says_what_to_do(
+    own_server: TrackingServer,
+) -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    from michelangelo_mlflow.exceptions import TrackingServerUnreachableError
+
+    classifier = LogisticRegression().fit([[0.0], [1.0]], [0, 1])
+    settings = mm.Settings(tracking_uri=own_server.url, spool_grace=3.0)
+    with pytest.raises(TrackingServerUnreachableError) as info:
+        with pytest.warns(MichelangeloMlflowWarning, match="sync"):
+            with mm.tracking_run("outage", "log-model", settings=settings) as run:
+                mlflow.log_metric("auc", 0.9)
+                own_server.kill()
+                mlflow.sklearn.log_model(classifier, name="model")
+    assert "save_model" in str(info.value.fix)
+    assert "while logging a model" in str(info.value)
+    own_server.restart()
+    result = CliRunner().invoke(main, ["sync"], env={"MLFLOW_TRACKING_URI": own_server.url})
+    assert result.exit_code == 0, result.output
+    stored = MlflowClient(own_server.url).get_run(run.info.run_id)
+    assert stored.info.status == "FAILED"  # never FINISHED: the task failed
+    assert stored.data.metrics == {"auc": 0.9}  # nothing logged before was lost

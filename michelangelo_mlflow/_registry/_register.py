@@ -155,10 +155,13 @@ def register_model(
 ) -> Registration:
     """Register a model version in MLflow and its ``Model`` object in Michelangelo.
 
-    The MLflow version is created once per run and source: calling again with the
-    same model (a retried task, a re-run notebook cell) returns the existing version,
-    and completes a Michelangelo registration that failed before. A different source
-    creates the next version. The Michelangelo ``Model`` is named
+    The MLflow version is created once per run and model name: calling again with
+    the same model of the same run (a re-run notebook cell, a retried task that
+    resumed its run with ``MICHELANGELO_MLFLOW_ON_RETRY=resume`` and logged the model
+    again, the same model as ``ModelInfo`` or as ``runs:/`` URI) returns the existing
+    version, and completes a Michelangelo registration that failed before. Another
+    model name, or another run, creates the next version. The Michelangelo ``Model`` is
+    named
     ``<model>-<version>`` with ``spec.revisionId`` = the MLflow version, is created
     and never overwritten, and links back to MLflow with annotations; the MLflow
     version gets ``michelangelo.*`` tags naming it.
@@ -228,7 +231,8 @@ def register_model(
         quality_metrics=quality_metrics,
     )
     try:
-        with mlflow_scope(settings):
+        with mlflow_scope(settings) as mode:
+            _refuse_routed(mode, settings, name)
             version, source, scores = _register_in_mlflow(
                 model, name, settings, plan, tags=tags, description=description, aliases=aliases
             )
@@ -240,6 +244,22 @@ def register_model(
     finally:
         if plan is not None:
             plan.backend.close()
+
+
+def _refuse_routed(mode: str, settings: Settings, name: str) -> None:
+    """Registration goes through MLflow's process-wide configuration: refuse a clash."""
+    if mode != "routed":
+        return
+    from michelangelo_mlflow._scope import holder_description
+
+    raise ConfigurationError(
+        f"cannot register {name!r} on {settings.safe_tracking_uri} while a tracked run on "
+        f"{holder_description()} in another thread holds MLflow's process-wide tracking and "
+        "registry configuration: the version would be created on the wrong server",
+        variable="settings",
+        fix="register after that run ends, from the thread of a run on the same server, or "
+        "in a separate process",
+    )
 
 
 def _register_in_mlflow(
