@@ -1,0 +1,597 @@
+"""Throughput of ``mlflow.log_metric`` inside a tracked run (write-ahead spool) vs plain MLflow.
+
+For each size (default 2,000 and 100,000 points, one metric, one point per step), the
+time from the first call to the run closed with every point on the server, against
+baselines measured in the same run on the same real local MLflow server (sqlite, 1
+worker): one ``MlflowClient.log_batch`` of the same points (the baseline of the
+ratio; goal: the SDK at most 1.5x), MLflow's async logging with and without
+``MLFLOW_ASYNC_LOGGING_BUFFERING_SECONDS=1``, and a plain ``log_metric`` loop; plus one
+``MlflowClient.log_batch`` inside the tracked run (the spool without MLflow's per-call
+cost). Each ``log_metric`` call is timed (``time.perf_counter_ns``). A plain or
+unbuffered async loop of more than ``--sample`` points is measured on ``--sample``
+points and extrapolated linearly (marked "extrapolated"; the loop of 100,000 takes
+15-40 minutes). Every measured run is checked by counting the points
+``MlflowClient.get_metric_history`` returns. Run creation is not timed; one
+measurement per cell.
+
+Then the spool with the server down, in a fresh process and server: a tracked run
+is opened, the server is killed (SIGKILL), ``--down-points`` points are logged, the
+spool's size on disk and the process's peak RSS growth (VmHWM, reset first) are
+measured after 10 %, 50 % and all of them, the server is restarted on the same port
+and store, and the run is closed; every point must arrive.
+
+    python benchmarks/spool_throughput.py [--points 2000 100000] [--sample 2000]
+                                          [--down-points 100000] [--down-grace S] [--quick]
+
+``--quick`` (200 and 2,000 points, a sample of 100, 2,000 points down) runs in under
+a minute on an idle machine. Timings are printed, never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import array
+import contextlib
+import io
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+KEY = "loss"
+
+
+def value(step: int) -> float:
+    return 1.0 / (step + 1)  # a realistic float: about 20 characters in JSON
+
+
+@dataclass
+class Measure:
+    mode: str
+    points: int
+    seconds: float  # first call to the run closed
+    loop_seconds: float | None = None  # first call to the last call returned
+    call_ns: array.array[int] | None = None
+    run_id: str | None = None
+    kept: int | None = None  # points on the server
+    distinct: int | None = None  # distinct steps on the server
+    status: str | None = None
+    extrapolated_from: int | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+# --- the ways of logging ------------------------------------------------------------------
+def timed_loop(n: int) -> tuple[float, array.array[int]]:
+    import mlflow
+
+    calls = array.array("q", bytes(8 * n))
+    clock = time.perf_counter_ns
+    log_metric = mlflow.log_metric
+    start = time.perf_counter()
+    for step in range(n):
+        before = clock()
+        log_metric(KEY, value(step), step=step)
+        calls[step] = clock() - before
+    return time.perf_counter() - start, calls
+
+
+def log_batch(url: str, experiment_id: str, n: int) -> Measure:
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(url)
+    run = client.create_run(experiment_id, run_name=f"log_batch-{n}")
+    now = int(time.time() * 1000)
+    metrics = [Metric(KEY, value(step), now, step) for step in range(n)]
+    start = time.perf_counter()
+    client.log_batch(run.info.run_id, metrics=metrics)
+    client.set_terminated(run.info.run_id)
+    return Measure("log_batch", n, time.perf_counter() - start, run_id=run.info.run_id)
+
+
+def plain(url: str, experiment_id: str, n: int, mode: str) -> Measure:
+    import mlflow
+
+    mlflow.set_tracking_uri(url)
+    if mode != "plain":
+        if mode == "async_buffered":
+            os.environ["MLFLOW_ASYNC_LOGGING_BUFFERING_SECONDS"] = "1"
+        mlflow.config.enable_async_logging(True)
+    try:
+        run = mlflow.start_run(experiment_id=experiment_id, run_name=f"{mode}-{n}")
+        start = time.perf_counter()
+        loop, calls = timed_loop(n)
+        mlflow.end_run()  # drains the async queue
+        seconds = time.perf_counter() - start
+    finally:
+        mlflow.config.enable_async_logging(False)
+        os.environ.pop("MLFLOW_ASYNC_LOGGING_BUFFERING_SECONDS", None)
+    return Measure(mode, n, seconds, loop, calls, run_id=run.info.run_id)
+
+
+def sdk(settings: Any, experiment: str, n: int) -> Measure:
+    import michelangelo_mlflow as mm
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with mm.tracking_run(experiment, f"sdk-{n}", settings=settings) as run:
+            start = time.perf_counter()
+            loop, calls = timed_loop(n)
+        seconds = time.perf_counter() - start
+    measure = Measure("sdk", n, seconds, loop, calls, run_id=run.info.run_id)
+    measure.notes += [f"warning: {w.message}" for w in caught if "spool" in str(w.message)]
+    return measure
+
+
+def sdk_batch(settings: Any, experiment: str, n: int) -> Measure:
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    import michelangelo_mlflow as mm
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with mm.tracking_run(experiment, f"sdk_batch-{n}", settings=settings) as run:
+            now = int(time.time() * 1000)
+            metrics = [Metric(KEY, value(step), now, step) for step in range(n)]
+            client = MlflowClient()  # the run's server: its records take the spool
+            start = time.perf_counter()
+            client.log_batch(run.info.run_id, metrics=metrics)
+            loop = time.perf_counter() - start
+        seconds = time.perf_counter() - start
+    measure = Measure("sdk_batch", n, seconds, loop, run_id=run.info.run_id)
+    measure.notes += [f"warning: {w.message}" for w in caught if "spool" in str(w.message)]
+    return measure
+
+
+def verify(url: str, measure: Measure) -> Measure:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(url)
+    assert measure.run_id is not None
+    history = client.get_metric_history(measure.run_id, KEY)
+    measure.kept = len(history)
+    measure.distinct = len({m.step for m in history})
+    measure.status = client.get_run(measure.run_id).info.status
+    wrong = sum(1 for m in history if m.value != value(m.step))
+    if wrong:
+        measure.notes.append(f"{wrong} point(s) with a wrong value")
+    return measure
+
+
+# --- the spool with the server down (child process) ----------------------------------------
+def rss_kb() -> dict[str, int]:
+    out = {}
+    for line in Path("/proc/self/status").read_text().splitlines():
+        name, _, rest = line.partition(":")
+        if name in ("VmRSS", "VmHWM"):
+            out[name] = int(rest.split()[0])
+    return out
+
+
+def down_child(url: str, experiment: str, n: int, spool_dir: str, grace: str) -> None:
+    """Open a tracked run, wait for the server to be killed, log ``n`` points, close."""
+    import mlflow
+
+    import michelangelo_mlflow as mm
+
+    def say(tag: str, **payload: Any) -> None:
+        print(tag, json.dumps(payload), flush=True)
+
+    settings = mm.Settings(tracking_uri=url, spool_dir=Path(spool_dir))
+    if grace:  # otherwise the SDK's default
+        settings = mm.Settings(
+            tracking_uri=url, spool_dir=Path(spool_dir), spool_grace=float(grace)
+        )
+    mm.preflight(settings)
+    spool = Path(spool_dir)
+
+    def spool_bytes() -> int:
+        return sum(p.stat().st_size for p in spool.rglob("*") if p.is_file())
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with mm.tracking_run(experiment, f"down-{n}", settings=settings) as run:
+            say("open", run_id=run.info.run_id)
+            sys.stdin.readline()  # the server is killed now
+            calls = array.array("q", bytes(8 * n))  # allocated before the baseline
+            before_bytes = spool_bytes()
+            before = rss_kb()
+            try:  # the peak from now on (Linux >= 4.0)
+                Path("/proc/self/clear_refs").write_text("5")
+                hwm_reset = rss_kb()["VmHWM"] <= before["VmRSS"] + 1024
+            except OSError:
+                hwm_reset = False
+            peak = [before["VmRSS"]]
+            stop = threading.Event()
+
+            def sample() -> None:  # the fallback when the peak cannot be reset
+                while not stop.wait(0.02):
+                    peak[0] = max(peak[0], rss_kb()["VmRSS"])
+
+            sampler = threading.Thread(target=sample, daemon=True)
+            if not hwm_reset:
+                sampler.start()
+            # Log in three legs, to see whether the peak grows with the points kept.
+            marks = sorted({max(1, n // 10), max(1, n // 2), n})
+            checkpoints = []
+            clock = time.perf_counter_ns
+            log_metric = mlflow.log_metric
+            done, loop = 0, 0.0
+            for mark in marks:
+                start = time.perf_counter()
+                for step in range(done, mark):
+                    before_call = clock()
+                    log_metric(KEY, value(step), step=step)
+                    calls[step] = clock() - before_call
+                loop += time.perf_counter() - start
+                done = mark
+                current = rss_kb()
+                peak[0] = max(peak[0], current["VmRSS"], current["VmHWM"] if hwm_reset else 0)
+                checkpoints.append(
+                    {
+                        "points": mark,
+                        "peak_kb": peak[0],
+                        "spool_bytes": spool_bytes() - before_bytes,
+                    }
+                )
+            stop.set()
+            if not hwm_reset:
+                sampler.join()
+            after = rss_kb()
+            say(
+                "logged",
+                loop=loop,
+                median_us=statistics.median(calls) / 1000,
+                p99_us=quantile(calls, 0.99) / 1000,
+                spool_bytes=spool_bytes() - before_bytes,
+                rss_before_kb=before["VmRSS"],
+                rss_after_kb=after["VmRSS"],
+                peak_kb=peak[0],
+                checkpoints=checkpoints,
+                hwm_reset=hwm_reset,
+            )
+            sys.stdin.readline()  # the server answers again
+            closing = time.time()
+    say(
+        "closed",
+        closing=closing,
+        closed=time.time(),
+        grace=settings.spool_grace,
+        warnings=[str(w.message) for w in caught],
+        left=[str(p.relative_to(spool)) for p in spool.rglob("records.jsonl")],
+    )
+    # For scale: the same points held as MLflow Metric objects (what an in-memory
+    # queue keeps), measured with tracemalloc.
+    import tracemalloc
+
+    from mlflow.entities import Metric
+
+    tracemalloc.start()
+    now = int(time.time() * 1000)
+    held = [Metric(KEY, value(step), now, step) for step in range(n)]
+    size, _ = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    say("reference", objects_bytes=size, count=len(held))
+
+
+@dataclass
+class Down:
+    points: int
+    logged: dict[str, Any]
+    killed_to_answer: float
+    restart: float
+    answer_to_closed: float
+    closed: dict[str, Any]
+    reference: dict[str, Any]
+    kept: int
+    distinct: int
+    status: str
+
+
+def spool_down(server: Any, experiment: str, n: int, root: Path, grace: str) -> Down:
+    from mlflow.tracking import MlflowClient
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "MICHELANGELO_"))}
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            __file__,
+            "--down-child",
+            server.url,
+            experiment,
+            str(n),
+            str(root / "spool"),
+            grace,
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=(root / "down-child.log").open("wb"),
+        text=True,
+        env=env,
+        cwd=root,
+    )
+    assert child.stdin is not None
+    assert child.stdout is not None
+
+    def expect(tag: str) -> dict[str, Any]:
+        assert child.stdout is not None
+        for line in child.stdout:
+            if line.startswith(tag + " "):
+                result: dict[str, Any] = json.loads(line[len(tag) + 1 :])
+                return result
+        raise RuntimeError(f"the child process ended before {tag!r}; see {root / 'down-child.log'}")
+
+    try:
+        run_id = expect("open")["run_id"]
+        server.kill()
+        killed = time.time()
+        child.stdin.write("killed\n")
+        child.stdin.flush()
+        logged = expect("logged")
+        restarting = time.time()
+        server.restart()
+        answered = time.time()
+        child.stdin.write("back\n")
+        child.stdin.flush()
+        closed = expect("closed")
+        reference = expect("reference")
+        child.wait(120)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    client = MlflowClient(server.url)
+    history = client.get_metric_history(run_id, KEY)
+    return Down(
+        points=n,
+        logged=logged,
+        killed_to_answer=answered - killed,
+        restart=answered - restarting,
+        answer_to_closed=closed["closed"] - answered,
+        closed=closed,
+        reference=reference,
+        kept=len(history),
+        distinct=len({m.step for m in history}),
+        status=client.get_run(run_id).info.status,
+    )
+
+
+# --- the report ---------------------------------------------------------------------------
+def quantile(values: Any, q: float) -> float:
+    ordered = sorted(values)
+    return float(ordered[min(len(ordered) - 1, int(q * len(ordered)))])
+
+
+LABELS = {
+    "log_batch": "one `MlflowClient.log_batch` (baseline)",
+    "sdk": "**`mlflow.log_metric` loop in `tracking_run` (spool)**",
+    "sdk_batch": "one `MlflowClient.log_batch` in `tracking_run` (spool)",
+    "async_buffered": "MLflow async logging, buffering 1 s",
+    "async": "MLflow async logging, no buffering",
+    "plain": "plain `mlflow.log_metric` loop",
+}
+
+
+def print_size(n: int, rows: list[Measure]) -> None:
+    base = next(r for r in rows if r.mode == "log_batch").seconds
+    print(
+        f"\n{n:,} points: time from the first call to the run closed with every point "
+        "on the server\n"
+    )
+    print(
+        "| Way of logging | to closed (s) | calls (s) | ratio to log_batch | points on server "
+        "| per call median (µs) | per call p99 (µs) | status |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---|")
+    for r in rows:
+        mark = f" (extrapolated from {r.extrapolated_from:,} points)" if r.extrapolated_from else ""
+        loop = f"{r.loop_seconds:.2f}" if r.loop_seconds is not None else "-"
+        if r.extrapolated_from:
+            kept = f"{r.kept:,}/{r.extrapolated_from:,} of the sample"
+        else:
+            kept = f"{r.kept:,}/{n:,} ({100 * (r.kept or 0) / n:.1f} %)"
+            if r.distinct != r.kept:
+                kept += f", {r.distinct:,} distinct steps"
+        med = p99 = "-"
+        if r.call_ns is not None:
+            med = f"{statistics.median(r.call_ns) / 1000:,.0f}"
+            p99 = f"{quantile(r.call_ns, 0.99) / 1000:,.0f}"
+        print(
+            f"| {LABELS[r.mode]}{mark} | {r.seconds:.2f} | {loop} | {r.seconds / base:.2f}x "
+            f"| {kept} | {med} | {p99} | {r.status} |"
+        )
+    for r in rows:
+        for note in r.notes:
+            print(f"\n- {LABELS[r.mode]}: {note}")
+
+
+def print_down(d: Down) -> None:
+    n = d.points
+    lg = d.logged
+    mib = 1 / 1024
+    print(
+        f"\nThe spool with the server down: {n:,} points logged while it was killed, "
+        "then it was restarted and the run closed (fresh process and server)\n"
+    )
+    print("| Measure | value |")
+    print("|---|---:|")
+    print(f"| calls while down: total | {lg['loop']:.2f} s |")
+    print(
+        f"| calls while down: per call median / p99 "
+        f"| {lg['median_us']:,.0f} / {lg['p99_us']:,.0f} µs |"
+    )
+    print(f"| spool on disk (records.jsonl and the rest) | {lg['spool_bytes'] / 2**20:.2f} MiB |")
+    print(f"| spool bytes per metric point | {lg['spool_bytes'] / n:.1f} B |")
+    growth = (lg["peak_kb"] - lg["rss_before_kb"]) * mib
+    how = "VmHWM, reset via clear_refs" if lg["hwm_reset"] else "VmRSS sampled every 20 ms"
+    print(f"| process RSS before logging | {lg['rss_before_kb'] * mib:.1f} MiB |")
+    for mark in lg["checkpoints"]:
+        print(
+            f"| peak RSS growth after {mark['points']:,} points ({how}); spool "
+            f"| {(mark['peak_kb'] - lg['rss_before_kb']) * mib:.1f} MiB; "
+            f"{mark['spool_bytes'] / 2**20:.2f} MiB |"
+        )
+    after = (lg["rss_after_kb"] - lg["rss_before_kb"]) * mib
+    print(f"| RSS growth after logging | {after:.1f} MiB |")
+    ref = d.reference["objects_bytes"] / 2**20
+    print(
+        f"| for scale: the same points as MLflow `Metric` objects in memory (tracemalloc) "
+        f"| {ref:.1f} MiB (peak RSS growth = {growth / ref:.2f}x of it) |"
+    )
+    print(
+        f"| outage: server killed → answering again (logging, then a restart of "
+        f"{d.restart:.1f} s) | {d.killed_to_answer:.1f} s |"
+    )
+    print(
+        f"| server answering → run closed (delivery of the backlog; spool_grace "
+        f"{d.closed['grace']:g} s) | {d.answer_to_closed:.1f} s |"
+    )
+    print(
+        f"| points on the server after | {d.kept:,}/{n:,} ({100 * d.kept / n:.1f} %)"
+        f"{'' if d.distinct == d.kept else f', {d.distinct:,} distinct steps'} |"
+    )
+    print(f"| final status | {d.status} |")
+    print(f"| spool files left behind | {len(d.closed['left'])} |")
+    ours = [w for w in d.closed["warnings"] if "michelangelo" in w.lower() or "spool" in w.lower()]
+    for w in ours:
+        print(f"\n- warning in the task: {w}")
+
+
+def measure_all(
+    server: Any, args: argparse.Namespace, root: Path, experiment: str
+) -> dict[int, list[Measure]]:
+    from mlflow.tracking import MlflowClient
+
+    import michelangelo_mlflow as mm
+
+    url = server.url
+    settings = mm.Settings(tracking_uri=url, spool_dir=root / "spool")
+    experiment_id = MlflowClient(url).create_experiment(experiment)
+    mm.preflight(settings)  # once per process, as in a task
+    log_batch(url, experiment_id, 10)  # warm up connections, imports and caches
+    sdk(settings, experiment, 10)
+    sdk_batch(settings, experiment, 10)
+    plain(url, experiment_id, 10, "plain")
+    samples: dict[str, Measure] = {}
+    results: dict[int, list[Measure]] = {}
+    for n in args.points:
+        rows = [
+            verify(url, log_batch(url, experiment_id, n)),
+            verify(url, sdk(settings, experiment, n)),
+            verify(url, sdk_batch(settings, experiment, n)),
+            verify(url, plain(url, experiment_id, n, "async_buffered")),
+        ]
+        for mode in ("async", "plain"):
+            if n <= args.sample:
+                rows.append(verify(url, plain(url, experiment_id, n, mode)))
+                if n == args.sample:
+                    samples[mode] = rows[-1]
+                continue
+            if mode not in samples:
+                samples[mode] = verify(url, plain(url, experiment_id, args.sample, mode))
+            rows.append(extrapolate(samples[mode], n))
+        results[n] = rows
+    return results
+
+
+def extrapolate(sample: Measure, n: int) -> Measure:
+    scale = n / sample.points
+    loop = sample.loop_seconds * scale if sample.loop_seconds is not None else None
+    return Measure(
+        sample.mode,
+        n,
+        sample.seconds * scale,
+        loop,
+        sample.call_ns,
+        kept=sample.kept,
+        distinct=sample.distinct,
+        status=sample.status,
+        extrapolated_from=sample.points,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--points", type=int, nargs="+", default=[2_000, 100_000])
+    parser.add_argument(
+        "--sample",
+        type=int,
+        default=2_000,
+        help="loops of plain and unbuffered async MLflow above this many points "
+        "are measured on this many and extrapolated",
+    )
+    parser.add_argument("--down-points", type=int, default=100_000)
+    parser.add_argument(
+        "--down-grace",
+        default="",
+        help="spool_grace of the run with the server down (default: the SDK's, 30 s)",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="200 and 2,000 points, a sample of 100, 2,000 down"
+    )
+    parser.add_argument("--down-child", nargs=5, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.down_child:
+        url, experiment, n, spool_dir, grace = args.down_child
+        down_child(url, experiment, int(n), spool_dir, grace)
+        return
+    if args.quick:
+        args.points, args.sample, args.down_points = [200, 2_000], 100, 2_000
+
+    import mlflow
+
+    from michelangelo_mlflow.testing import TrackingServer
+
+    load_before = os.getloadavg()
+    started = time.monotonic()
+    experiment = f"bench-spool-throughput-{uuid.uuid4().hex[:8]}"
+    with tempfile.TemporaryDirectory(prefix="bench-spool-") as tmp:
+        root = Path(tmp)
+        server = TrackingServer(root / "server")
+        try:
+            # MLflow prints a "View run" link at every run's end: not part of the report.
+            with contextlib.redirect_stdout(io.StringIO()):
+                server.start()
+                results = measure_all(server, args, root, experiment)
+        finally:
+            server.stop()
+        # A server of its own: a restart takes longer with a store full of the above.
+        server = TrackingServer(root / "down-server")
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                server.start()
+                down = spool_down(server, experiment, args.down_points, root, args.down_grace)
+        finally:
+            server.stop()
+    load_after = os.getloadavg()
+
+    from importlib.metadata import version
+
+    print(
+        f"MLflow {mlflow.__version__} (client and server), michelangelo-mlflow "
+        f"{version('michelangelo-mlflow')}, {os.cpu_count()} CPUs, 1-worker sqlite server on "
+        f"loopback; load average {load_before[0]:.2f} before, {load_after[0]:.2f} after; "
+        f"wall time {time.monotonic() - started:.0f} s"
+    )
+    print(
+        "Run creation is not timed; `to closed` includes `end_run()` (which drains MLflow's "
+        "async queue) and, for the SDK, the wait for the spool's delivery. "
+        "Plain MLflow runs through the SDK's installed store plugin, which passes calls for "
+        "runs not tracked straight to MLflow's RestStore."
+    )
+    for n, rows in results.items():
+        print_size(n, rows)
+    print_down(down)
+
+
+if __name__ == "__main__":
+    main()
