@@ -346,6 +346,9 @@ def upload(root: Path, record: Record) -> None:
 
 def is_transport_failure(exc: BaseException) -> bool:
     """Whether a failed call never reached an answering server (connection, timeout, 5xx)."""
+    # verify_rest_response words a non-JSON 5xx "failed with error code 503 != 200"
+    # (MLflow 2.22 and 3.17); the artifact proxy's HttpArtifactRepository raises
+    # requests' HTTPError "503 Server Error". Tested with both majors' clients.
     text = str(exc)
     if any(f"error code {s}" in text or f" {s} " in text for s in (502, 503, 504)):
         return True
@@ -362,6 +365,8 @@ def _is_transport_failure(exc: BaseException) -> bool:
         if isinstance(cause, requests.RequestException | ConnectionError | TimeoutError):
             return True
         cause = cause.__cause__ or cause.__context__
+    # MLflow 2.22 and 3.17's http_request raise a new MlflowException inside their
+    # `except Exception` (no `from`), so the chain can be cut: fall back to urllib3's words.
     return "Max retries exceeded" in str(exc) or "Connection" in str(exc)
 
 

@@ -390,6 +390,10 @@ def _from_mlflow(
     # it) from the server's artifact proxy: the server answers, its artifact store fails.
     if "/mlflow-artifacts/" in full and "error responses" in full:
         return _artifact_error(code, text, tracking_uri, run_id)
+    # MLflow 2.22 and 3.17 raise INTERNAL_ERROR with urllib3's text for a server that
+    # does not answer: "Max retries exceeded" (refused, reset), "too many 503 error
+    # responses", "Read timed out". Tested with both majors' clients (test_errors,
+    # compat/client2_outage).
     if category == "unreachable" or (
         category == "internal"
         and any(m in full for m in ("Max retries exceeded", "error responses", "Read timed out"))
@@ -481,6 +485,8 @@ def _is_artifact_store_exception(exc: BaseException) -> bool:
 
 
 def _is_artifact_failure(exc: BaseException) -> bool:
+    # MLflow's artifact repositories (2.22 and 3.17) raise MlflowException with free text
+    # naming the store ("Failed to upload ... to s3://..."); no error code says so.
     text = str(exc).lower()
     return "artifact" in text and any(
         marker in text for marker in ("s3", "gcs", "upload", "download", "bucket", "storage")

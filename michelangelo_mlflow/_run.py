@@ -431,10 +431,11 @@ class TrackingRun:
         problems = [p for outcome in outcomes if (p := _problem(outcome, self.spool)) is not None]
         pending = [o for o in outcomes if not o.delivered and o.error is None]
         if pending:
+            why = pending[0].outage or "it was still taking them, more slowly than they came"
             warnings.warn(
                 f"the MLflow tracking server at {self.settings.safe_tracking_uri} did not take "
                 f"the last records of run {self.spool.run_id} within the "
-                f"{grace:g} s grace ({pending[0].outage or 'no answer'}); they are kept, with "
+                f"{grace:g} s grace ({why}); they are kept, with "
                 f"the run's status {status}, in {self.spool.segment.path.parent.parent}: run "
                 f"`michelangelo-mlflow sync --spool {self.spool.segment.path.parent.parent}` "
                 "when the server is back (the next tracked run on this server in a process "

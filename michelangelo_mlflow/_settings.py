@@ -425,8 +425,9 @@ class Settings(BaseSettings, metaclass=_ErrorBoundary):
     spool_grace: float = Field(
         30.0,
         gt=0,
-        description="Seconds a run's end waits for the server to take the remaining "
-        "spooled records (default 30.0).",
+        description="Seconds a run's end waits without the server taking any of the "
+        "remaining spooled records before it gives up (at most 10 graces in all while "
+        "the server keeps taking them; default 30.0).",
     )
     spool_max_bytes: ByteSize = Field(
         ByteSize(1 << 30),  # 1GiB

@@ -65,6 +65,17 @@ def log_from_task(key: str, value: float) -> dict[str, Any]:
 
 
 @ray.remote
+def log_through_the_spool(spool_dir: str) -> dict[str, Any]:
+    from mlflow.tracking import MlflowClient as Client
+
+    with mm_ray.worker_run() as run:
+        run.log_metric("via_handle", 1.0)
+        Client().log_metric(run.run_id, "via_plain_client", 2.0)  # plain MLflow, same path
+        writers = [p.name for p in Path(spool_dir).glob(f"{run.run_id}/*")]
+        return {"pid": os.getpid(), "writers": writers}
+
+
+@ray.remote
 def fail_in_task() -> None:
     with mm_ray.worker_run() as run:
         run.log_metric("before_failure", 1.0)
@@ -129,6 +140,24 @@ def attached(tracking_server: TrackingServer) -> Attached:
         status_while_open = client.get_run(run.info.run_id).info.status
     stored = client.get_run(run.info.run_id)
     return Attached(run.info.run_id, task_saw, actor_saw, status_while_open, stored)
+
+
+def test_a_workers_records_go_through_its_own_spool(
+    tracking_server: TrackingServer, tmp_path: Path
+) -> None:
+    spool_dir = tmp_path / "worker-spool"
+    settings = mm.Settings(tracking_uri=tracking_server.url)
+    with mm.tracking_run("ray", "worker-spool", settings=settings) as run:
+        env = mm_ray.runtime_env({"env_vars": {"MICHELANGELO_MLFLOW_SPOOL_DIR": str(spool_dir)}})
+        saw = ray.get(
+            log_through_the_spool.options(runtime_env=env).remote(str(spool_dir)),
+            timeout=RAY_TIMEOUT,
+        )
+    # The worker wrote its records to a segment of its own process, then delivered them.
+    assert [w.split("-")[-2] for w in saw["writers"]] == [str(saw["pid"])]
+    stored = MlflowClient(tracking_server.url).get_run(run.info.run_id)
+    assert stored.data.metrics == {"via_handle": 1.0, "via_plain_client": 2.0}
+    assert not list(spool_dir.glob("*/*"))  # delivered: the worker's segment is gone
 
 
 def test_a_task_attaches_to_the_driver_run(attached: Attached) -> None:

@@ -65,3 +65,31 @@ def test_a_2x_client_tracks_logs_models_and_registers(
     manifest = tmp_path / "models" / "ml-team" / f"{out['michelangelo']}.yaml"
     model = yaml.safe_load(manifest.read_text())
     assert model["spec"]["revisionId"] == int(out["version"])
+
+
+def test_a_2x_client_keeps_its_points_through_an_outage(
+    mlflow2_client_python: Path, tracking_server: TrackingServer, tmp_path: Path
+) -> None:
+    from tests._faults import closed_port
+
+    result = subprocess.run(
+        [
+            str(mlflow2_client_python),
+            str(SCRIPT.with_name("client2_outage.py")),
+            tracking_server.url,
+            f"http://127.0.0.1:{closed_port()}",
+        ],
+        cwd=SCRIPT.parents[2],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["client"].startswith("2.22.")
+    assert out["transport_failure"] is True  # the spool sees an outage, not a refusal
+    assert out["translated"] == "TrackingServerUnreachableError"
+    client = MlflowClient(tracking_server.url)
+    assert [m.step for m in client.get_metric_history(out["run_id"], "loss")] == list(range(20))
+    assert client.get_run(out["run_id"]).info.status == "FINISHED"
