@@ -30,14 +30,12 @@ import importlib
 import importlib.util
 import inspect
 import logging
-import threading
-from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from michelangelo_mlflow._state import STATE
+from michelangelo_mlflow._state import STATE, hold, let_go
 from michelangelo_mlflow.exceptions import ConfigurationError
 
 __all__ = ["AutologPlan", "autolog_scope", "resolve_autolog"]
@@ -261,15 +259,6 @@ class _Saved:
     hooks: dict[str, list[Any]]
 
 
-@dataclass
-class _Holder:
-    """One autologging configuration in force, the scopes using it, and what it replaced."""
-
-    plan: AutologPlan
-    saved: _Saved
-    users: Counter[int] = field(default_factory=Counter)
-
-
 @contextmanager
 def autolog_scope(plan: AutologPlan | None, *, run: str = "this run") -> Iterator[None]:
     """Apply ``plan`` for the block and put MLflow's autologging back as it was after.
@@ -292,47 +281,20 @@ def autolog_scope(plan: AutologPlan | None, *, run: str = "this run") -> Iterato
     if plan is None:
         yield
         return
-    thread = threading.get_ident()
-    with STATE.lock:
-        top = STATE.autolog_stack[-1] if STATE.autolog_stack else None
-        if top is not None and top.plan == plan:
-            holder = top
-        elif top is None or set(top.users) <= {thread}:
-            holder = _Holder(plan, _save())
-            STATE.autolog_stack.append(holder)
-            try:
-                _apply(plan)
-            except BaseException:
-                STATE.autolog_stack.remove(holder)
-                _restore(holder.saved)
-                raise
-        else:
-            raise ConfigurationError(
-                f"{run} asks for autologging {plan!r}, but a tracked run in another thread has "
-                f"{top.plan!r} in force, and MLflow's autologging is process-wide",
-                variable="autolog",
-                fix="give both runs the same autolog= option, or run them in separate processes",
-            )
-        holder.users[thread] += 1
+    holder, _ = hold(STATE.autolog_stack, plan, _save, lambda: _apply(plan), _restore)
+    if holder is None:
+        with STATE.lock:
+            other = STATE.autolog_stack[-1].key if STATE.autolog_stack else None
+        raise ConfigurationError(
+            f"{run} asks for autologging {plan!r}, but a tracked run in another thread has "
+            f"{other!r} in force, and MLflow's autologging is process-wide",
+            variable="autolog",
+            fix="give both runs the same autolog= option, or run them in separate processes",
+        )
     try:
         yield
     finally:
-        _release(holder, thread)
-
-
-def _release(holder: _Holder, thread: int) -> None:
-    with STATE.lock:
-        holder.users[thread] -= 1
-        if holder.users[thread] <= 0:
-            del holder.users[thread]
-        if holder.users:
-            return
-        index = STATE.autolog_stack.index(holder)
-        del STATE.autolog_stack[index]
-        if index < len(STATE.autolog_stack):  # one applied above is still in use: it restores ours
-            STATE.autolog_stack[index].saved = holder.saved
-            return
-        _restore(holder.saved)
+        let_go(STATE.autolog_stack, holder, _restore)
 
 
 def _save() -> _Saved:

@@ -108,11 +108,25 @@ def current_settings() -> Settings | None:
 
 
 class RunState(enum.Enum):
-    """Lifecycle of a :class:`TrackingRun`."""
+    """Lifecycle of a :class:`TrackingRun` (and of a worker's handle)."""
 
     NEW = "new"
     OPEN = "open"
     CLOSED = "closed"
+
+    @staticmethod
+    def enter(state: RunState, what: str) -> RunState:
+        """The state after entering: OPEN; a second entry is a clear error.
+
+        Raises:
+            RuntimeError: The object was entered before.
+        """
+        if state is not RunState.NEW:
+            raise RuntimeError(
+                f"this {what} is {state.value}: a {what} can be entered once; call "
+                f"{what}(...) again for another"
+            )
+        return RunState.OPEN
 
 
 class TrackingRun:
@@ -166,12 +180,7 @@ class TrackingRun:
 
     # --- entering ---------------------------------------------------------------------
     def __enter__(self) -> ActiveRun:
-        if self.state is not RunState.NEW:
-            raise RuntimeError(
-                f"this tracking_run is {self.state.value}: a tracking_run can be entered "
-                "once; call tracking_run(...) again for another run"
-            )
-        self.state = RunState.OPEN
+        self.state = RunState.enter(self.state, "tracking_run")
         try:
             self._open()
         except BaseException as exc:
@@ -219,8 +228,14 @@ class TrackingRun:
         if self._mode != "routed":
             return
         other = holder_description()
-        if directory is None or self.run_id is not None:
-            what = "resuming a run" if directory is not None else "without the spool"
+        local_holder = not other.startswith(("http://", "https://", "databricks"))
+        if directory is None or self.run_id is not None or local_holder:
+            if directory is None:
+                what = "without the spool"
+            elif self.run_id is not None:
+                what = "resuming a run"
+            else:
+                what = "(only a run on a tracking server can be routed around it)"
             raise ConfigurationError(
                 f"a tracked run on {other} is open in another thread, and MLflow's tracking "
                 f"URI and credentials are process-wide: a run on "

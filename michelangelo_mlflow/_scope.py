@@ -21,23 +21,24 @@ Scopes are counted across threads (the record lives in ``STATE``):
   uploads and models logged with the fluent API, registry calls) follows the other
   configuration while both are open; :class:`~michelangelo_mlflow._run.TrackingRun`
   warns about that, and refuses the combination when no spool can route the run.
+  When the scopes holding the globals end first, they are handed to the waiting
+  routed scope (its configuration is applied) rather than restored.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import SecretStr
 
 from michelangelo_mlflow._errors import import_mlflow
 from michelangelo_mlflow._settings import Settings
-from michelangelo_mlflow._state import STATE
+from michelangelo_mlflow._state import STATE, Holder, hold, let_go
 
 __all__ = [
     "ScopeMode",
@@ -49,6 +50,9 @@ __all__ = [
 ]
 
 ScopeMode = Literal["applied", "shared", "routed"]
+
+_Saved = tuple[dict[str, str | None], str | None, str | None, str | None]
+"""MLflow's globals as a scope found them: environment, tracking, registry, experiment."""
 
 _VARIABLES = (
     "MLFLOW_TRACKING_URI",
@@ -66,16 +70,6 @@ _VARIABLES = (
     "MLFLOW_RUN_ID",
 )
 """Every variable a scope may set; all of them are saved and restored together."""
-
-
-@dataclass
-class _Holder:
-    """One configuration applied to MLflow's globals, and the scopes using it."""
-
-    key: tuple[Any, ...]
-    saved: tuple[dict[str, str | None], str | None, str | None, str | None]
-    tracking_uri: str
-    users: Counter[int] = field(default_factory=Counter)
 
 
 def mlflow_environment(settings: Settings) -> dict[str, str | None]:
@@ -130,29 +124,58 @@ def mlflow_scope(settings: Settings) -> Iterator[ScopeMode]:
     import_mlflow()  # a missing or broken MLflow install: MissingDependencyError
     environment = mlflow_environment(settings)
     registry_uri = registry_uri_for(settings)
-    key = (tuple(sorted(environment.items())), registry_uri)
-    thread = threading.get_ident()
-    holder: _Holder | None
-    with STATE.lock:
-        stack: list[_Holder] = STATE.globals_stack
-        top = stack[-1] if stack else None
-        if top is not None and top.key == key:
-            mode: ScopeMode = "shared"
-            holder = top
-        elif top is None or set(top.users) <= {thread}:
-            mode = "applied"
-            holder = _Holder(key, _save(), settings.safe_tracking_uri)
-            _apply(environment, registry_uri)
-            stack.append(holder)
-        else:
-            mode, holder = "routed", None
-        if holder is not None:
-            holder.users[thread] += 1
+    key = (tuple(sorted(environment.items())), registry_uri, settings.safe_tracking_uri)
+    holder, applied = hold(STATE.globals_stack, key, _save, lambda: _apply_key(key), _restore)
+    waiter = _Waiter(key, threading.get_ident()) if holder is None else None
+    if waiter is not None:
+        with STATE.lock:
+            STATE.globals_waiting.append(waiter)
+    mode: ScopeMode = "routed" if holder is None else "applied" if applied else "shared"
     try:
         yield mode
     finally:
         if holder is not None:
-            _release(holder, thread)
+            let_go(STATE.globals_stack, holder, _restore_or_hand_over)
+        elif waiter is not None:
+            _stop_waiting(waiter)
+
+
+@dataclass
+class _Waiter:
+    """A routed scope: its configuration, applied when the scopes holding another end."""
+
+    key: tuple[Any, ...]
+    thread: int
+    holder: Holder[_Saved] | None = None
+
+
+def _apply_key(key: tuple[Any, ...]) -> None:
+    _apply(dict(key[0]), key[1])
+
+
+def _restore_or_hand_over(saved: _Saved) -> None:
+    """The last scope holding the globals ended: hand them to a routed scope, or restore."""
+    with STATE.lock:
+        waiting: list[_Waiter] = STATE.globals_waiting
+        if not waiting:
+            _restore(saved)
+            return
+        key = waiting[0].key
+        holder: Holder[_Saved] = Holder(key, saved)
+        _apply_key(key)
+        STATE.globals_stack.append(holder)
+        for waiter in [w for w in waiting if w.key == key]:
+            waiting.remove(waiter)
+            waiter.holder = holder
+            holder.users[waiter.thread] += 1
+
+
+def _stop_waiting(waiter: _Waiter) -> None:
+    with STATE.lock:
+        if waiter.holder is None:
+            STATE.globals_waiting.remove(waiter)
+            return
+    let_go(STATE.globals_stack, waiter.holder, _restore_or_hand_over)
 
 
 def registry_uri_for(settings: Settings) -> str | None:
@@ -172,28 +195,16 @@ def registry_uri_for(settings: Settings) -> str | None:
 def holder_description() -> str:
     """Which tracking URI MLflow's globals point at, for messages; empty when none."""
     with STATE.lock:
-        stack: list[_Holder] = STATE.globals_stack
-        return stack[-1].tracking_uri if stack else ""
+        stack = STATE.globals_stack
+        return str(stack[-1].key[-1]) if stack else ""
 
 
-def _release(holder: _Holder, thread: int) -> None:
-    with STATE.lock:
-        holder.users[thread] -= 1
-        if holder.users[thread] <= 0:
-            del holder.users[thread]
-        if holder.users:
-            return
-        stack: list[_Holder] = STATE.globals_stack
-        index = stack.index(holder)
-        del stack[index]
-        if index < len(stack):  # a scope above still uses its own: it restores ours later
-            stack[index].saved = holder.saved
-            return
-        environment, tracking_uri, registry_uri, experiment_id = holder.saved
-        _set_tracking_uri(tracking_uri)
-        _set_registry_uri(registry_uri)
-        set_active_experiment(experiment_id)
-        _set_environment(environment)
+def _restore(saved: _Saved) -> None:
+    environment, tracking_uri, registry_uri, experiment_id = saved
+    _set_tracking_uri(tracking_uri)
+    _set_registry_uri(registry_uri)
+    set_active_experiment(experiment_id)
+    _set_environment(environment)
 
 
 def set_active_experiment(experiment_id: str | None) -> None:
@@ -207,7 +218,7 @@ def set_active_experiment(experiment_id: str | None) -> None:
     vars(fluent)["_active_experiment_id"] = experiment_id
 
 
-def _save() -> tuple[dict[str, str | None], str | None, str | None, str | None]:
+def _save() -> _Saved:
     from mlflow.tracking import fluent
     from mlflow.tracking._model_registry import utils as registry_utils
     from mlflow.tracking._tracking_service import utils as tracking_utils

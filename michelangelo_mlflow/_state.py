@@ -11,13 +11,17 @@ fixture) can put a process back to its start in one call.
 from __future__ import annotations
 
 import threading
+from collections import Counter
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 if TYPE_CHECKING:
     from michelangelo_mlflow._courier import Courier, RunSpool
 
-__all__ = ["STATE", "State"]
+__all__ = ["STATE", "Holder", "State", "hold", "let_go"]
+
+S = TypeVar("S")
 
 
 @dataclass
@@ -38,6 +42,7 @@ class State:
         courier: The thread that delivers spooled records, once started.
         globals_stack: The configurations applied to MLflow's process globals by open
             scopes, innermost last, each with the scopes using it (see ``_scope``).
+        globals_waiting: Routed scopes waiting for the globals (see ``_scope``).
         autolog_stack: The autologging configurations applied by open runs, innermost
             last (see ``_autolog``).
         notebook_run: The notebook run open in this process (see ``_notebook``).
@@ -54,6 +59,7 @@ class State:
     spools: dict[str, RunSpool] = field(default_factory=dict)
     courier: Courier | None = None
     globals_stack: list[Any] = field(default_factory=list)
+    globals_waiting: list[Any] = field(default_factory=list)
     autolog_stack: list[Any] = field(default_factory=list)
     notebook_run: Any = None
     last_notebook_run: Any = None
@@ -74,3 +80,82 @@ class State:
 
 STATE = State()
 """The process's one :class:`State`."""
+
+
+@dataclass
+class Holder(Generic[S]):
+    """One configuration applied to process globals, the scopes using it, what it replaced.
+
+    Attributes:
+        key: What was applied (equal keys are the same configuration).
+        saved: The globals as they were before it, put back by the last user.
+        users: Open scopes using it, by thread.
+    """
+
+    key: Hashable
+    saved: S
+    users: Counter[int] = field(default_factory=Counter)
+
+
+def hold(
+    stack: list[Holder[S]],
+    key: Hashable,
+    save: Callable[[], S],
+    apply: Callable[[], None],
+    restore: Callable[[S], None],
+) -> tuple[Holder[S] | None, bool]:
+    """Use, or apply, a configuration of process globals for one scope of this thread.
+
+    The same configuration is shared across threads; another one is applied only when
+    no other thread holds the current one (a nested scope of this thread).
+
+    Args:
+        stack: The configurations applied, innermost last (a list in ``STATE``).
+        key: The configuration wanted.
+        save: Reads the globals as they are.
+        apply: Sets the globals to ``key``'s configuration.
+        restore: Puts saved globals back (when ``apply`` fails halfway).
+
+    Returns:
+        ``(holder, applied)``; ``(None, False)`` when another thread holds another
+        configuration and the globals cannot serve both.
+    """
+    thread = threading.get_ident()
+    with STATE.lock:
+        top = stack[-1] if stack else None
+        if top is not None and top.key == key:
+            holder, applied = top, False
+        elif top is None or set(top.users) <= {thread}:
+            holder, applied = Holder(key, save()), True
+            stack.append(holder)
+            try:
+                apply()
+            except BaseException:
+                stack.remove(holder)
+                restore(holder.saved)
+                raise
+        else:
+            return None, False
+        holder.users[thread] += 1
+        return holder, applied
+
+
+def let_go(stack: list[Holder[S]], holder: Holder[S], restore: Callable[[S], None]) -> None:
+    """End one scope's use of ``holder``; the last user puts the globals back.
+
+    When a configuration applied later (by a nested scope) is still in use, it inherits
+    what to put back instead.
+    """
+    thread = threading.get_ident()
+    with STATE.lock:
+        holder.users[thread] -= 1
+        if holder.users[thread] <= 0:
+            del holder.users[thread]
+        if holder.users:
+            return
+        index = stack.index(holder)
+        del stack[index]
+        if index < len(stack):  # one applied above is still in use: it restores ours later
+            stack[index].saved = holder.saved
+            return
+        restore(holder.saved)

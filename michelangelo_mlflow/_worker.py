@@ -252,12 +252,7 @@ class WorkerRun:
         return f"WorkerRun(run_id={self.run_id!r}, rank={self.rank}, logging={self.logging})"
 
     def __enter__(self) -> WorkerRun:
-        if self._state is not RunState.NEW:
-            raise RuntimeError(
-                f"this worker_run is {self._state.value}: it can be entered once; call "
-                "worker_run() again"
-            )
-        self._state = RunState.OPEN
+        self._state = RunState.enter(self._state, "worker_run")
         if not self.logging:
             return self
         try:

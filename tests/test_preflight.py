@@ -95,17 +95,18 @@ def test_server_version_is_remembered_for_later_errors(tracking_server: Tracking
 
 def test_tracking_run_runs_the_preflight_once(tracking_server: TrackingServer) -> None:
     from michelangelo_mlflow import tracking_run
-    from michelangelo_mlflow._state import STATE
+    from tests._proxy import FaultProxy
 
-    settings = Settings(tracking_uri=tracking_server.url)
-    with tracking_run(experiment="preflight-once", settings=settings):
-        pass
-    (cached,) = STATE.preflight_reports.values()  # the first run checked, and passed
-    assert preflight(settings) is cached
-    with tracking_run(experiment="preflight-once", settings=settings):
-        pass
-    (again,) = STATE.preflight_reports.values()
-    assert again is cached  # the second run did not check again
+    with FaultProxy(tracking_server.url) as proxy:
+        settings = Settings(tracking_uri=proxy.url)
+        with tracking_run(experiment="preflight-once", settings=settings):
+            pass
+        with tracking_run(experiment="preflight-once", settings=settings):
+            pass
+        first = preflight(settings)
+    assert proxy.requests_to("/health") == [200]  # the second run did not check again
+    assert proxy.requests_to("/version") == [200]
+    assert preflight(settings) is first  # the one report, cached
 
 
 def test_tracking_run_fails_fast_on_a_closed_port() -> None:

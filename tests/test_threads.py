@@ -75,3 +75,60 @@ def _admin_history(server: TrackingServer, run_id: str) -> list[mlflow.entities.
         patch.setenv("MLFLOW_TRACKING_USERNAME", server.admin_username)
         patch.setenv("MLFLOW_TRACKING_PASSWORD", server.admin_password)
         return list(MlflowClient(server.url).get_metric_history(run_id, "loss"))
+
+
+@pytest.mark.filterwarnings("default::michelangelo_mlflow.exceptions.MichelangeloMlflowWarning")
+def test_when_the_holding_run_ends_first_the_globals_go_to_the_routed_run(
+    tracking_server: TrackingServer, auth_server: TrackingServer
+) -> None:
+    plain = mm.Settings(tracking_uri=tracking_server.url)
+    auth = mm.Settings(
+        tracking_uri=auth_server.url,
+        tracking_username=auth_server.admin_username,
+        tracking_password=auth_server.admin_password,
+    )
+    before = mlflow.get_tracking_uri()
+    holder_open, routed_open, holder_closed = (threading.Event() for _ in range(3))
+    seen: dict[str, object] = {}
+    errors: list[BaseException] = []
+
+    def holder() -> None:
+        try:
+            with mm.tracking_run("hand-over", "holder", settings=plain):
+                holder_open.set()
+                assert routed_open.wait(60)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+        finally:
+            holder_open.set()
+            holder_closed.set()
+
+    def routed() -> None:
+        try:
+            assert holder_open.wait(60)
+            with mm.tracking_run("hand-over", "routed", settings=auth) as run:
+                routed_open.set()
+                assert holder_closed.wait(60)
+                seen["uri"] = mlflow.get_tracking_uri()  # handed over, not restored
+                mlflow.log_metric("after", 1.0)
+                with mlflow.start_run(nested=True) as child:  # the fluent API, unrouted
+                    mlflow.log_metric("child", 2.0)
+                seen["run"], seen["child"] = run.info.run_id, child.info.run_id
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+        finally:
+            routed_open.set()
+
+    threads = [threading.Thread(target=holder), threading.Thread(target=routed)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert not errors, errors
+    assert seen["uri"] == auth_server.url
+    stored = read_as_admin(auth_server, str(seen["run"]))
+    assert (stored.info.status, stored.data.metrics) == ("FINISHED", {"after": 1.0})
+    child = read_as_admin(auth_server, str(seen["child"]))
+    assert child.data.metrics == {"child": 2.0}
+    assert child.data.tags["mlflow.parentRunId"] == seen["run"]
+    assert mlflow.get_tracking_uri() == before
