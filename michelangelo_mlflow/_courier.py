@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from michelangelo_mlflow import _delivery
 from michelangelo_mlflow._delivery import Invalid, Outage, Refused, Route, Unit
 from michelangelo_mlflow._params import redact_value
+from michelangelo_mlflow._settings import Settings
 from michelangelo_mlflow._spool import Record, Role, Segment, SegmentMeta
 from michelangelo_mlflow._state import STATE
 from michelangelo_mlflow.exceptions import (
@@ -583,14 +584,7 @@ def courier(interval: float) -> Courier:
 
 
 def open_run(
-    directory: Path,
-    route: Route,
-    run: Run,
-    *,
-    role: Role,
-    max_bytes: int,
-    interval: float,
-    secrets: tuple[str, ...] = (),
+    directory: Path, route: Route, run: Run, *, role: Role, settings: Settings
 ) -> RunSpool:
     """Open the spool of a run in this process: from now on its records take the spool.
 
@@ -599,9 +593,7 @@ def open_run(
         route: Where the run's records go.
         run: The run as the server returned it when it was created or resumed.
         role: ``owner`` (sends the status) or ``worker`` (never does).
-        max_bytes: The size cap of the run's pending records.
-        interval: Seconds between deliveries.
-        secrets: Secret values to redact from every param and tag.
+        settings: Supplies the size cap, the flush interval and the secrets to redact.
 
     Raises:
         OSError: The spool directory cannot be written.
@@ -619,7 +611,12 @@ def open_run(
             )
         segment = Segment.create(directory, meta)
         spool = RunSpool(
-            segment, route, courier(interval), run=run, max_bytes=max_bytes, secrets=secrets
+            segment,
+            route,
+            courier(settings.flush_interval),
+            run=run,
+            max_bytes=int(settings.spool_max_bytes),
+            secrets=settings.secret_values(),
         )
         STATE.spools[run_id] = spool
     spool.courier.add(spool)

@@ -263,15 +263,7 @@ class TrackingRun:
         child = take_over(run.info.run_id)  # nested under a tracked run: opened as its child
         if child is not None:
             return child
-        spool = open_run(
-            directory,
-            route,
-            run,
-            role="owner",
-            max_bytes=int(settings.spool_max_bytes),
-            interval=settings.flush_interval,
-            secrets=settings.secret_values(),
-        )
+        spool = open_run(directory, route, run, role="owner", settings=settings)
         replay_in_background(directory, route, interval=settings.flush_interval)
         return spool
 

@@ -384,15 +384,7 @@ class WorkerRun:
                 "started: " + _FIX_PROPAGATE,
             )
         if directory is not None and route is not None and self.run_id not in STATE.spools:
-            self._spool = open_run(
-                directory,
-                route,
-                run,
-                role="worker",
-                max_bytes=int(settings.spool_max_bytes),
-                interval=settings.flush_interval,
-                secrets=settings.secret_values(),
-            )
+            self._spool = open_run(directory, route, run, role="worker", settings=settings)
         self._client = client
         self._writer = ParamTagWriter(client, self.run_id, settings.secret_values())
 

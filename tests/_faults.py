@@ -7,6 +7,8 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 
+from michelangelo_mlflow.testing._service import Service
+
 _HELD: list[socket.socket] = []  # closed ports stay reserved for the whole session
 
 
@@ -49,7 +51,7 @@ class BlackHole:
         self._sock.close()
 
 
-class AlwaysFailing:
+class AlwaysFailing(Service):
     """A real loopback HTTP server that answers every request with one status (503)."""
 
     def __init__(self, status: int = 503) -> None:
@@ -81,15 +83,10 @@ class AlwaysFailing:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def __enter__(self) -> AlwaysFailing:
+    def start(self) -> AlwaysFailing:
         self._thread.start()
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()

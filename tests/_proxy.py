@@ -17,14 +17,15 @@ from __future__ import annotations
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 
 import requests
+
+from michelangelo_mlflow.testing._service import Service
 
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "host"}
 
 
-class FaultProxy:
+class FaultProxy(Service):
     """A loopback proxy to ``upstream`` whose faults tests switch on and off."""
 
     def __init__(self, upstream: str) -> None:
@@ -111,16 +112,13 @@ class FaultProxy:
         with self._lock:
             self.log.append((method, path, status))
 
-    def __enter__(self) -> FaultProxy:
+    def start(self) -> FaultProxy:
+        """Start serving."""
         self._thread.start()
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def stop(self) -> None:
+        """Stop serving (a hanging request is let go)."""
         self.mode = "forward"
         self._server.shutdown()
         self._server.server_close()

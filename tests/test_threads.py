@@ -16,16 +16,20 @@ from tests.helpers import read_as_admin
 POINTS = 40
 
 
+def two_servers(plain: TrackingServer, auth: TrackingServer) -> tuple[mm.Settings, mm.Settings]:
+    """Settings of the plain server, and of the basic-auth server as its admin."""
+    return mm.Settings(tracking_uri=plain.url), mm.Settings(
+        tracking_uri=auth.url,
+        tracking_username=auth.admin_username,
+        tracking_password=auth.admin_password,
+    )
+
+
 @pytest.mark.filterwarnings("default::michelangelo_mlflow.exceptions.MichelangeloMlflowWarning")
 def test_eight_threads_on_two_servers_each_land_on_their_own(
     tracking_server: TrackingServer, auth_server: TrackingServer
 ) -> None:
-    plain = mm.Settings(tracking_uri=tracking_server.url)
-    auth = mm.Settings(
-        tracking_uri=auth_server.url,
-        tracking_username=auth_server.admin_username,
-        tracking_password=auth_server.admin_password,
-    )
+    plain, auth = two_servers(tracking_server, auth_server)
     before = (mlflow.get_tracking_uri(), dict(os.environ))
     start = threading.Barrier(8)
     runs: dict[int, tuple[str, str]] = {}
@@ -81,12 +85,7 @@ def _admin_history(server: TrackingServer, run_id: str) -> list[mlflow.entities.
 def test_when_the_holding_run_ends_first_the_globals_go_to_the_routed_run(
     tracking_server: TrackingServer, auth_server: TrackingServer
 ) -> None:
-    plain = mm.Settings(tracking_uri=tracking_server.url)
-    auth = mm.Settings(
-        tracking_uri=auth_server.url,
-        tracking_username=auth_server.admin_username,
-        tracking_password=auth_server.admin_password,
-    )
+    plain, auth = two_servers(tracking_server, auth_server)
     before = mlflow.get_tracking_uri()
     holder_open, routed_open, holder_closed = (threading.Event() for _ in range(3))
     seen: dict[str, object] = {}
