@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from michelangelo_mlflow import _delivery, _tags
-from michelangelo_mlflow._courier import RunSpool, courier
+from michelangelo_mlflow._courier import TERMINAL, RunSpool, courier
 from michelangelo_mlflow._delivery import Outage, Refused, Route
 from michelangelo_mlflow._retry import Budget, retry_call
 from michelangelo_mlflow._settings import Settings
@@ -148,13 +148,10 @@ def pending_bytes(directory: Path) -> int:
 
 def count_records(segment: Segment) -> tuple[int, bool]:
     """How many records a segment holds unsent, and whether one is a final status."""
-    total, final = 0, False
-    while True:
-        _, entries = segment.read(limit=1 << 30)
-        for _end, record in entries:
-            total += record[0] != "#"
-            final = final or (record[0] == "u" and record[1] in {"FINISHED", "FAILED", "KILLED"})
-        return total, final
+    _, entries = segment.read(limit=1 << 30)
+    records = [record for _, record in entries if record[0] != "#"]
+    final = any(record[0] == "u" and record[1] in TERMINAL for record in records)
+    return len(records), final
 
 
 def _dry_run(segment: Segment) -> SyncResult:

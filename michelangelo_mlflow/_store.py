@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextvars
 import functools
 import logging
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -303,9 +304,10 @@ class SpoolingStoreMixin:
         return _direct(spool).get_metric_history(run_id, metric_key, *args, **kwargs)
 
     def _search_runs(self, *args: Any, **kwargs: Any) -> Any:
+        deadline = time.monotonic() + READ_WAIT  # one wait for all open runs, not one each
         for spool in list(STATE.spools.values()):
             if not spool.outage_now():
-                spool.flush(READ_WAIT)
+                spool.flush(max(0.0, deadline - time.monotonic()))
         return super()._search_runs(*args, **kwargs)  # type: ignore[misc]
 
     # --- other calls about the run: its own server --------------------------------------
@@ -344,8 +346,6 @@ class SpoolingStoreMixin:
         if route is not None and route.tracking_uri != getattr(
             self, "spool_uri", route.tracking_uri
         ):
-            from michelangelo_mlflow._store import direct_store
-
             # This context's tracked run is on another server than MLflow's global URI.
             store = direct_store(route.host_creds, databricks=route.databricks)
             return store.create_run(experiment_id, user_id, start_time, tags, run_name)

@@ -52,9 +52,19 @@ class BlackHole:
 
 
 class AlwaysFailing(Service):
-    """A real loopback HTTP server that answers every request with one status (503)."""
+    """A real loopback HTTP server that answers every request the same way (503).
 
-    def __init__(self, status: int = 503) -> None:
+    ``AlwaysFailing(200, body=b"<html>…", content_type="text/html")`` is a proxy's
+    login page in front of where the tracking server should be.
+    """
+
+    def __init__(
+        self,
+        status: int = 503,
+        *,
+        body: bytes = b"Service Unavailable",
+        content_type: str | None = None,
+    ) -> None:
         self.requests: list[str] = []
         outer = self
 
@@ -64,8 +74,9 @@ class AlwaysFailing(Service):
                 length = int(self.headers.get("Content-Length") or 0)
                 if length:
                     self.rfile.read(length)
-                body = b"Service Unavailable"
                 self.send_response(status)
+                if content_type:
+                    self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)

@@ -402,3 +402,30 @@ def test_log_model_during_an_outage_waits_then_says_what_to_do(
     stored = MlflowClient(own_server.url).get_run(run.info.run_id)
     assert stored.info.status == "FAILED"  # never FINISHED: the task failed
     assert stored.data.metrics == {"auc": 0.9}  # nothing logged before was lost
+
+
+def test_sync_dry_run_lists_what_it_would_send_and_sends_nothing(
+    proxy: FaultProxy, client: MlflowClient
+) -> None:
+    import json
+
+    settings = mm.Settings(tracking_uri=proxy.url, spool_grace=1.0)
+    with pytest.warns(MichelangeloMlflowWarning, match="sync"):
+        with mm.tracking_run("outage", "dry-run", settings=settings) as run:
+            proxy.mode = "503"
+            for step in range(5):
+                mlflow.log_metric("loss", 0.5, step=step)
+    proxy.mode = "forward"
+    env = {"MLFLOW_TRACKING_URI": proxy.url}
+    result = CliRunner().invoke(main, ["sync", "--dry-run", "--json"], env=env)
+    assert result.exit_code == 0, result.output
+    (segment,) = json.loads(result.stdout)["segments"]
+    assert (segment["run_id"], segment["outcome"], segment["sent"]) == (
+        run.info.run_id,
+        "dry-run",
+        0,
+    )
+    assert segment["reason"].startswith("6 record(s) to send")  # 5 points and the status
+    assert client.get_run(run.info.run_id).info.status == "RUNNING"  # nothing was sent
+    assert CliRunner().invoke(main, ["sync"], env=env).exit_code == 0
+    assert client.get_run(run.info.run_id).info.status == "FINISHED"

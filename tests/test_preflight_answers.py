@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import responses
@@ -12,6 +10,7 @@ import responses
 import michelangelo_mlflow as mm
 from michelangelo_mlflow.exceptions import PreflightError, TrackingServerUnreachableError
 from michelangelo_mlflow.testing import TrackingServer
+from tests._faults import AlwaysFailing
 
 LOGIN_PAGE = b"<!doctype html><html><body><form>Sign in to the proxy</form></body></html>"
 
@@ -19,29 +18,8 @@ LOGIN_PAGE = b"<!doctype html><html><body><form>Sign in to the proxy</form></bod
 @pytest.fixture
 def html_server() -> Iterator[str]:
     """A real HTTP server answering every request 200 with a proxy's login page."""
-
-    class Handler(BaseHTTPRequestHandler):
-        def _answer(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            if length:
-                self.rfile.read(length)
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html; charset=utf-8")
-            self.send_header("Content-Length", str(len(LOGIN_PAGE)))
-            self.end_headers()
-            self.wfile.write(LOGIN_PAGE)
-
-        do_GET = do_POST = _answer
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with AlwaysFailing(200, body=LOGIN_PAGE, content_type="text/html; charset=utf-8") as server:
+        yield server.url
 
 
 def test_an_html_answer_is_not_an_mlflow_server(html_server: str) -> None:

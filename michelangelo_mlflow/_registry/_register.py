@@ -28,7 +28,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from michelangelo_mlflow._errors import translate
 from michelangelo_mlflow._registry import _backends, _model_object, _names
@@ -650,12 +650,3 @@ def _mlflow_errors(tracking_uri: str, name: str, what: str) -> Iterator[None]:
             fix=exc.fix
             or "check the model URI and that the run exists on this tracking server, then retry",
         ) from exc
-
-
-def _safe_uri(uri: str) -> str:
-    """The tracking URI as it may be recorded anywhere: no credentials, no query."""
-    parts = urlsplit(uri)
-    if parts.scheme not in {"http", "https"}:
-        return uri.split("?", 1)[0]
-    host = parts.netloc.rsplit("@", 1)[-1]
-    return urlunsplit(parts._replace(netloc=host, query="", fragment=""))
