@@ -34,8 +34,8 @@ from michelangelo_mlflow.exceptions import (
 )
 
 if TYPE_CHECKING:
+    from michelangelo_mlflow._logging.replay import SyncResult
     from michelangelo_mlflow._preflight import CheckResult, PreflightReport
-    from michelangelo_mlflow._replay import SyncResult
     from michelangelo_mlflow._settings import Settings
 
 __all__ = ["EXIT_CONFIGURATION", "EXIT_FAILED", "main"]
@@ -222,8 +222,8 @@ def sync(spool_dir: Path | None, dry_run: bool, as_json: bool, timeout: float) -
     Credentials come from the environment and are sent only to the server they
     belong to. Exit code 0 when everything was delivered, 1 when records remain.
     """
-    from michelangelo_mlflow._replay import pending_bytes
-    from michelangelo_mlflow._replay import sync as replay
+    from michelangelo_mlflow._logging.replay import pending_bytes
+    from michelangelo_mlflow._logging.replay import sync as replay
     from michelangelo_mlflow._settings import Settings
 
     with _reported_warnings() as notes:
@@ -248,7 +248,7 @@ def sync(spool_dir: Path | None, dry_run: bool, as_json: bool, timeout: float) -
         click.echo(json.dumps(_sync_summary(directory, results, notes), indent=2))
     else:
         _print_sync(directory, results, dry_run)
-    if any(r.outcome == "pending" for r in results):
+    if any(r.outcome in ("pending", "damaged") for r in results):
         raise SystemExit(EXIT_FAILED)
 
 

@@ -185,6 +185,12 @@ class NotebookRun:
     def _at_exit(self) -> None:
         if self._tracking.state is not RunState.OPEN:
             return
+        if self._tracking.ended_by_body():  # mlflow.end_run() ended it: as in MLflow
+            try:
+                self._finish(None, "FINISHED")
+            except Exception as exc:  # at exit: report, never raise
+                log.warning("could not end MLflow run %s at exit: %s", self.run_id, exc)
+            return
         log.warning(
             "MLflow run %s was still open when the process exited; ending it as KILLED "
             "(end it with run.end() to finish it)",
@@ -292,6 +298,7 @@ def start_run(
         >>> run.end()  # doctest: +SKIP
     """
     tracking = TrackingRun(experiment, run_name, **options)  # bad arguments: raised here
+    tracking.signals_end_run = True  # no block to unwind: SIGTERM's handler ends the run
     with STATE.lock:
         if (open_run := _open_handle()) is not None:
             raise _already_open(open_run)

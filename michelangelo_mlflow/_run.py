@@ -16,6 +16,7 @@ import contextvars
 import enum
 import logging
 import os
+import signal
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -26,8 +27,6 @@ from typing_extensions import Unpack
 
 from michelangelo_mlflow import _params, _pipeline, _provenance, _tags
 from michelangelo_mlflow._autolog import autolog_scope, resolve_autolog
-from michelangelo_mlflow._courier import Delivery, RunSpool, close_run, open_run, take_over
-from michelangelo_mlflow._delivery import Route
 from michelangelo_mlflow._errors import (
     MODEL_NOT_LOGGED,
     failed_logging_a_model,
@@ -37,6 +36,10 @@ from michelangelo_mlflow._errors import (
     with_note,
 )
 from michelangelo_mlflow._experiment import experiment_id, forget_experiment_ids
+from michelangelo_mlflow._logging.closing import close_run
+from michelangelo_mlflow._logging.courier import Delivery, RunSpool, open_run, take_over
+from michelangelo_mlflow._logging.delivery import Route
+from michelangelo_mlflow._logging.store import host_creds, routing_to, tracking
 from michelangelo_mlflow._preflight import ensure_preflight
 from michelangelo_mlflow._scope import (
     ScopeMode,
@@ -45,8 +48,7 @@ from michelangelo_mlflow._scope import (
     set_active_experiment,
 )
 from michelangelo_mlflow._settings import Settings
-from michelangelo_mlflow._signals import Terminated, on_sigterm
-from michelangelo_mlflow._store import host_creds, routing_to
+from michelangelo_mlflow._signals import SignalScope, Terminated
 from michelangelo_mlflow.exceptions import (
     ConfigurationError,
     MichelangeloMlflowError,
@@ -173,6 +175,12 @@ class TrackingRun:
         self.spool: RunSpool | None = None
         self.writer: _params.ParamTagWriter | None = None
         self._mode: ScopeMode = "applied"
+        self._pid = os.getpid()
+        self._directory: Path | None = None
+        self._route: Route | None = None
+        self._signals: SignalScope | None = None
+        self.signals_end_run = False
+        """SIGTERM ends the run from the handler (a notebook run: no block to unwind)."""
         self._supersedes_error = False
         self._mlflow_client: MlflowClient | None = None
         self._stack = contextlib.ExitStack()
@@ -196,6 +204,7 @@ class TrackingRun:
         self._check_mode(directory)
         ensure_preflight(settings)
         route = route_for(settings) if directory is not None else None
+        self._directory, self._route = directory, route
         self._stack.enter_context(routing_to(route))
         self._stack.enter_context(autolog_scope(self.autolog, run=self._describe_self()))
         with translate(settings.safe_tracking_uri, run_id=self.run_id):
@@ -210,7 +219,10 @@ class TrackingRun:
         if self._mode == "applied":
             set_active_experiment(run.info.experiment_id)
         self._token = _current.set(self)
-        self._stack.enter_context(on_sigterm(self._close))
+        self._stack.enter_context(tracking(run.info.run_id))
+        self._signals = self._stack.enter_context(
+            SignalScope(self._on_signal, sigint=not self.signals_end_run)
+        )
         self.writer = _params.ParamTagWriter(
             self._client(), run.info.run_id, settings.secret_values()
         )
@@ -257,15 +269,47 @@ class TrackingRun:
         )
 
     def _open_spool(self, directory: Path, route: Route, run: ActiveRun) -> RunSpool:
-        from michelangelo_mlflow._replay import replay_in_background
+        from michelangelo_mlflow._logging.replay import replay_in_background
 
         settings = self.settings
         child = take_over(run.info.run_id)  # nested under a tracked run: opened as its child
         if child is not None:
             return child
-        spool = open_run(directory, route, run, role="owner", settings=settings)
+        spool = open_run(
+            directory,
+            route,
+            run,
+            role="owner",
+            max_bytes=int(settings.spool_max_bytes),
+            secrets=settings.secret_values(),
+            interval=settings.flush_interval,
+        )
         replay_in_background(directory, route, interval=settings.flush_interval)
         return spool
+
+    def _on_signal(self, signum: int) -> None:
+        """SIGTERM or SIGINT in the block: raise where it is, the run ends KILLED on the way out.
+
+        A notebook run has no block: the run ends here, then the signal is handed on.
+        """
+        if self.signals_end_run:
+            self._close(Terminated(signum))
+            self._hand_on_signal(Terminated(signum))
+            return
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        raise Terminated(signum)
+
+    def ended_by_body(self) -> bool:
+        """Whether code in the run ended it through MLflow (``mlflow.end_run()``)."""
+        import mlflow
+
+        if self.spool is not None and self.spool.held is not None:
+            return True
+        active = mlflow.active_run()
+        return self.active_run is not None and (
+            active is None or active.info.run_id != self.active_run.info.run_id
+        )
 
     def _client(self) -> MlflowClient:
         if self._mlflow_client is None:
@@ -321,6 +365,11 @@ class TrackingRun:
     def _resume(self, run_id: str, tags: dict[str, Any], *, description: bool) -> ActiveRun:
         import mlflow
 
+        from michelangelo_mlflow._logging.replay import replay_run
+
+        if self._directory is not None and self._route is not None:
+            # What earlier attempts left comes first: next_step() and the history see it.
+            replay_run(self._directory, self._route, run_id, self.settings.spool_grace)
         previous = self._check_resumable(run_id)
         superseded = _provenance.superseded_error_tags(previous.data.tags)
         tags.update(superseded)
@@ -382,6 +431,17 @@ class TrackingRun:
                 ours = with_note(ours, "while logging a model", fix=MODEL_NOT_LOGGED)
             if ours is not None:
                 raise ours from exc
+        self._hand_on_signal(exc)
+
+    def _hand_on_signal(self, exc: BaseException | None) -> None:
+        """After a close caused by (or during) a signal, give it to what was there before."""
+        scope = self._signals
+        if scope is None:
+            return
+        signum = exc.signum if isinstance(exc, Terminated) else scope.pending
+        if signum is not None:
+            scope.pending = None
+            scope.hand_on(signum)
 
     @property
     def _run_id(self) -> str | None:
@@ -392,9 +452,16 @@ class TrackingRun:
         if self.state is RunState.CLOSED:
             return
         self.state = RunState.CLOSED
+        if self._signals is not None:
+            self._signals.closing = True  # a signal now is handed on after the close
+        if os.getpid() != self._pid:  # a forked child leaving the block: not its run to end
+            self._leave_forked()
+            return
         status = status or _status_for(exc)
         problems: list[MichelangeloMlflowError] = []
         try:
+            if self.spool is not None:
+                self.spool.closing = True  # the final status is stored by close_run, last
             if self.active_run is not None:
                 problems += self._end(exc, status)
             if self.spool is not None:
@@ -407,6 +474,16 @@ class TrackingRun:
             raise problems[0]
         for problem in problems:  # the task's own error is what propagates
             log.warning("%s; the task's own error follows", problem)
+
+    def _leave_forked(self) -> None:
+        """Deliver what this forked child logged to the run; the parent ends the run."""
+        try:
+            if self.spool is not None:
+                close_run(self.spool, status=None, grace=self.settings.spool_grace)
+        finally:
+            if self._token is not None:
+                _reset_current(self._token)
+            self._stack.close()
 
     def _end(self, exc: BaseException | None, status: str) -> list[MichelangeloMlflowError]:
         import mlflow
@@ -424,17 +501,27 @@ class TrackingRun:
                     ended_ours = active.info.run_id == run_id
                     mlflow.end_run(status)  # also ends runs the body left open inside ours
                 if not ended_ours:  # the body ended our run itself; record what happened
-                    self._client().set_terminated(run_id, status)
+                    self._record_status(run_id, status)
         except TrackingError as error:
             return [error]
         if self.parent_run_id is not None:
             self._converge_on_parent(run_id, status)
         return []
 
+    def _record_status(self, run_id: str, status: str) -> None:
+        """The block ended a run the body had ended itself: a failure or kill wins."""
+        if self.spool is not None:
+            return  # the spool held what the body wrote; close_run decides
+        if status == "FINISHED":
+            stored = self._client().get_run(run_id).info.status
+            if stored in ("FAILED", "KILLED"):
+                return  # mlflow.end_run("FAILED") in the block stays FAILED, as in MLflow
+        self._client().set_terminated(run_id, status)
+
     def _deliver_rest(self, status: str) -> list[MichelangeloMlflowError]:
         assert self.spool is not None
         grace = self.settings.spool_grace
-        outcomes = close_run(self.spool, grace)
+        outcomes = close_run(self.spool, status=status, grace=grace)
         problems = [p for outcome in outcomes if (p := _problem(outcome, self.spool)) is not None]
         pending = [o for o in outcomes if not o.delivered and o.error is None]
         if pending:
@@ -443,8 +530,8 @@ class TrackingRun:
                 f"the MLflow tracking server at {self.settings.safe_tracking_uri} did not take "
                 f"the last records of run {self.spool.run_id} within the "
                 f"{grace:g} s grace ({why}); they are kept, with "
-                f"the run's status {status}, in {self.spool.segment.path.parent.parent}: run "
-                f"`michelangelo-mlflow sync --spool {self.spool.segment.path.parent.parent}` "
+                f"the run's status {status}, in {self.spool.directory}: run "
+                f"`michelangelo-mlflow sync --spool {self.spool.directory}` "
                 "when the server is back (the next tracked run on this server in a process "
                 "started here does it too); until then the run shows RUNNING",
                 MichelangeloMlflowWarning,
@@ -471,12 +558,12 @@ class TrackingRun:
 
 
 def _problem(outcome: Delivery, spool: RunSpool) -> MichelangeloMlflowError | None:
-    where = outcome.path or spool.segment.path
+    where = outcome.path or spool.directory
     if outcome.error is not None:
         return with_note(
             outcome.error,
             f"the run's undelivered records are kept in {where}",
-            fix=f"then run `michelangelo-mlflow sync --spool {where.parent.parent}`",
+            fix=f"then run `michelangelo-mlflow sync --spool {spool.directory}`",
         )
     if outcome.rejected:
         shown = "; ".join(
@@ -491,7 +578,8 @@ def _problem(outcome: Delivery, spool: RunSpool) -> MichelangeloMlflowError | No
             run_id=spool.run_id,
             error_code="INVALID_PARAMETER_VALUE",
             fix="log these values under valid keys or shorter values (MLflow params cannot "
-            f"change once logged); the refused records are listed in {where}/rejected.jsonl",
+            "change once logged, a tag must exist to be deleted, an artifact must fit the "
+            "server's size limit)",
         )
     return None
 
@@ -530,22 +618,30 @@ def resolve_settings(given: Settings | None = None) -> Settings:
 
 
 def spool_directory(settings: Settings) -> Path | None:
-    """The spool directory of a run on a remote server, created; ``None`` without a spool."""
+    """The spool directory of a run on a remote server; ``None`` without a spool.
+
+    It is not created here: the first record creates it. Whether it can be is checked
+    now, so that an unwritable directory is an error before any run exists.
+    """
     if settings.spool == "off" or not settings.is_remote:
         return None
     directory = Path.cwd() / settings.spool_dir
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        if not os.access(directory, os.W_OK | os.X_OK):
-            raise PermissionError(f"no write permission on {directory}")
-    except OSError as exc:
+    existing = directory
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    problem = None
+    if not existing.is_dir():
+        problem = f"{existing} is not a directory"
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        problem = f"no write permission on {existing}"
+    if problem is not None:
         raise ConfigurationError(
             f"the spool directory {directory} (MICHELANGELO_MLFLOW_SPOOL_DIR) cannot be "
-            f"written: {exc}",
+            f"written: {problem}",
             variable="MICHELANGELO_MLFLOW_SPOOL_DIR",
             fix="point MICHELANGELO_MLFLOW_SPOOL_DIR at a writable directory (in a task pod, "
             "an emptyDir or persistent volume mount), or set MICHELANGELO_MLFLOW_SPOOL=off",
-        ) from exc
+        )
     return directory
 
 

@@ -1,62 +1,144 @@
-"""SIGTERM while a run is open: mark it KILLED, then exit as the process would have.
+"""SIGTERM and SIGINT while a run is open: the run ends KILLED, then the signal goes on.
 
 Kubernetes stops a pod with SIGTERM and, after the grace period, SIGKILL. While a
-tracked run is open in the main thread, :func:`on_sigterm` installs a handler that
-ends the run as KILLED and then hands the signal on: to the handler that was
-installed before (chained, not replaced), or, if there was none, back to the default
-action, which terminates the process with SIGTERM exactly as it would have without
-us. The previous handler is restored when the run ends.
+tracked run is open in the main thread, a :class:`SignalScope` handles both signals
+in the process that opened the run, and its handler does almost nothing:
+
+- In a ``with`` block (``tracking_run``, ``@tracked``) it raises: :class:`Terminated`
+  for SIGTERM, ``KeyboardInterrupt`` for SIGINT. The run ends KILLED where the
+  block unwinds, with every lock released, and then the signal is handed on to
+  the handler installed before (chained, not replaced) or, if there was none, to
+  the default action, which terminates the process by SIGTERM exactly as it would
+  have without us.
+- For a notebook run, which has no block to unwind, it ends the run itself.
+
+Either way, the handler never runs inside the SDK's own critical sections (a record
+being stored): a signal arriving there is deferred to the section's end
+(:func:`critical`). A signal arriving while the run is closing is handed on after
+the close. A forked child (a pool worker, a DataLoader worker) inherits the handler
+but not the run: there it acts exactly as the handler installed before would have.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from types import FrameType
+from types import FrameType, TracebackType
 from typing import Any
 
-__all__ = ["Terminated", "on_sigterm"]
+__all__ = ["SignalScope", "Terminated", "critical"]
 
 
 class Terminated(BaseException):
-    """The process received SIGTERM while a run was open (ends the run as KILLED)."""
+    """The process received SIGTERM while a run was open (ends the run as KILLED).
+
+    Attributes:
+        signum: The signal received.
+    """
 
     def __init__(self, signum: int = signal.SIGTERM) -> None:
+        self.signum = signum
         super().__init__(f"received {signal.Signals(signum).name}")
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.signum,))
 
-@contextmanager
-def on_sigterm(close: Callable[[BaseException], None]) -> Iterator[None]:
-    """Call ``close(Terminated())`` on SIGTERM while the block runs, then chain.
 
-    Outside the main thread (where Python cannot install signal handlers), or when
-    SIGTERM is ignored, this does nothing.
+_local = threading.local()
 
-    Args:
-        close: Ends the run; called at most once, from the signal handler.
 
-    Yields:
-        Nothing.
-    """
-    previous: Any = signal.getsignal(signal.SIGTERM)
-    if threading.current_thread() is not threading.main_thread() or previous == signal.SIG_IGN:
-        yield  # no handler possible here, or SIGTERM is deliberately ignored
-        return
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        signal.signal(signal.SIGTERM, previous)
-        close(Terminated(signum))
-        if callable(previous):
-            previous(signum, frame)
-        elif previous == signal.SIG_DFL or previous is None:
-            os.kill(os.getpid(), signum)  # the default action: terminate by SIGTERM
-
-    signal.signal(signal.SIGTERM, handler)
+@contextlib.contextmanager
+def critical() -> Iterator[None]:
+    """A section no signal handler of this SDK interrupts: it runs at the section's end."""
+    depth = getattr(_local, "depth", 0)
+    _local.depth = depth + 1
     try:
         yield
     finally:
-        if signal.getsignal(signal.SIGTERM) is handler:
-            signal.signal(signal.SIGTERM, previous)
+        _local.depth = depth
+        if depth == 0:
+            deferred = getattr(_local, "deferred", None)
+            if deferred is not None:
+                _local.deferred = None
+                scope, signum = deferred
+                scope.act(signum)
+
+
+class SignalScope:
+    """Handle SIGTERM (and SIGINT) for one open run, in the process that opened it.
+
+    Args:
+        on_signal: What the run does on a signal, outside any critical section:
+            raise (a ``with`` block) or end the run (a notebook run).
+        sigint: Handle SIGINT too (only when Python's default handler is installed).
+    """
+
+    def __init__(self, on_signal: Callable[[int], None], *, sigint: bool = True) -> None:
+        self.on_signal = on_signal
+        self.pid = os.getpid()
+        self.previous: dict[int, Any] = {}
+        self.pending: int | None = None
+        """A signal that arrived while the run was closing: handed on after the close."""
+        self.closing = False
+        self._signals = [signal.SIGTERM, signal.SIGINT] if sigint else [signal.SIGTERM]
+
+    def __enter__(self) -> SignalScope:
+        if threading.current_thread() is not threading.main_thread():
+            return self  # Python cannot install handlers here
+        for signum in self._signals:
+            previous = signal.getsignal(signum)
+            if previous == signal.SIG_IGN:
+                continue  # deliberately ignored: stays so
+            if signum == signal.SIGINT and previous is not signal.default_int_handler:
+                continue  # someone else's SIGINT handling: theirs alone
+            self.previous[signum] = previous
+            signal.signal(signum, self._handler)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.restore()
+
+    def restore(self) -> None:
+        """Put the previous handlers back (where ours are still installed)."""
+        if os.getpid() != self.pid or threading.current_thread() is not threading.main_thread():
+            return
+        for signum, previous in self.previous.items():
+            if signal.getsignal(signum) == self._handler:
+                signal.signal(signum, previous)
+
+    def _handler(self, signum: int, frame: FrameType | None) -> None:
+        if os.getpid() != self.pid:  # a forked child: the run is not its own
+            self.hand_on(signum, frame)
+            return
+        if getattr(_local, "depth", 0) > 0:
+            _local.deferred = (self, signum)  # acted on at the critical section's end
+            return
+        self.act(signum)
+
+    def act(self, signum: int) -> None:
+        """Do what a signal means for the run (outside any critical section)."""
+        if self.closing:
+            self.pending = signum
+            return
+        self.on_signal(signum)
+
+    def hand_on(self, signum: int, frame: FrameType | None = None) -> None:
+        """Give the signal to what was installed before: a handler, or the default action."""
+        previous = self.previous.get(signum, signal.SIG_DFL)
+        if threading.current_thread() is threading.main_thread():
+            with contextlib.suppress(ValueError):
+                signal.signal(signum, previous)
+        if previous is signal.default_int_handler:
+            raise KeyboardInterrupt
+        if callable(previous):
+            previous(signum, frame)
+        elif previous == signal.SIG_DFL or previous is None:
+            os.kill(os.getpid(), signum)  # the default action: terminate by the signal

@@ -10,6 +10,7 @@ fixture) can put a process back to its start in one call.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import Counter
 from collections.abc import Callable, Hashable
@@ -17,7 +18,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 if TYPE_CHECKING:
-    from michelangelo_mlflow._courier import Courier, RunSpool
+    from pathlib import Path
+
+    from michelangelo_mlflow._logging.courier import Courier, RunSpool
+    from michelangelo_mlflow._logging.storage import Storage
 
 __all__ = ["STATE", "Holder", "State", "hold", "let_go"]
 
@@ -40,6 +44,7 @@ class State:
         spools: The spool of every run open in this process, by run id. Read without
             the lock on the logging path (a dict lookup is atomic).
         courier: The thread that delivers spooled records, once started.
+        storages: This process's spool storage, by spool directory, once written.
         globals_stack: The configurations applied to MLflow's process globals by open
             scopes, innermost last, each with the scopes using it (see ``_scope``).
         globals_waiting: Routed scopes waiting for the globals (see ``_scope``).
@@ -58,6 +63,7 @@ class State:
     experiment_ids: dict[tuple[str, str | None], str] = field(default_factory=dict)
     spools: dict[str, RunSpool] = field(default_factory=dict)
     courier: Courier | None = None
+    storages: dict[Path, Storage] = field(default_factory=dict)
     globals_stack: list[Any] = field(default_factory=list)
     globals_waiting: list[Any] = field(default_factory=list)
     autolog_stack: list[Any] = field(default_factory=list)
@@ -80,6 +86,14 @@ class State:
 
 STATE = State()
 """The process's one :class:`State`."""
+
+
+def _after_fork_in_child() -> None:
+    """A forked child never waits on a lock another thread of its parent held at the fork."""
+    STATE.lock = threading.RLock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 @dataclass

@@ -26,18 +26,18 @@ import time
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from michelangelo_mlflow._courier import RunSpool, close_run, open_run
 from michelangelo_mlflow._errors import translate
+from michelangelo_mlflow._logging.closing import close_run
+from michelangelo_mlflow._logging.courier import RunSpool, open_run
+from michelangelo_mlflow._logging.store import routing_to
 from michelangelo_mlflow._params import ParamTagWriter
 from michelangelo_mlflow._run import RunState, current_run, route_for, spool_directory
 from michelangelo_mlflow._scope import mlflow_environment, mlflow_scope
 from michelangelo_mlflow._settings import Settings, variables_of
 from michelangelo_mlflow._state import STATE
-from michelangelo_mlflow._store import routing_to
 from michelangelo_mlflow.exceptions import ConfigurationError, MichelangeloMlflowWarning
 
 if TYPE_CHECKING:
@@ -384,7 +384,15 @@ class WorkerRun:
                 "started: " + _FIX_PROPAGATE,
             )
         if directory is not None and route is not None and self.run_id not in STATE.spools:
-            self._spool = open_run(directory, route, run, role="worker", settings=settings)
+            self._spool = open_run(
+                directory,
+                route,
+                run,
+                role="worker",
+                max_bytes=int(settings.spool_max_bytes),
+                secrets=settings.secret_values(),
+                interval=settings.flush_interval,
+            )
         self._client = client
         self._writer = ParamTagWriter(client, self.run_id, settings.secret_values())
 
@@ -401,10 +409,10 @@ class WorkerRun:
 
     def _deliver_rest(self, spool: RunSpool) -> None:
         grace = self.settings.spool_grace
-        for outcome in close_run(spool, grace):
+        for outcome in close_run(spool, status=None, grace=grace):
             if outcome.delivered and outcome.error is None:
                 continue
-            where = Path(outcome.path or spool.segment.path).parent.parent
+            where = spool.directory
             reason = outcome.error.message if outcome.error else outcome.outage or "no answer"
             warnings.warn(
                 f"worker (rank {self.rank}): records of run {self.run_id} did not reach "

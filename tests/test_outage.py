@@ -23,6 +23,7 @@ from mlflow.tracking import MlflowClient
 
 import michelangelo_mlflow as mm
 from michelangelo_mlflow._cli import main
+from michelangelo_mlflow._logging.replay import pending_bytes
 from michelangelo_mlflow.exceptions import (
     ConfigurationError,
     MichelangeloMlflowWarning,
@@ -54,7 +55,12 @@ def history(client: MlflowClient, run_id: str, key: str = "loss") -> list[tuple[
 
 
 def pending_in_spool(directory: Path = Path(SPOOL)) -> int:
-    return sum(p.stat().st_size for p in directory.glob("*/*/records.jsonl"))
+    return pending_bytes(directory)
+
+
+def left_behind(directory: Path = Path(SPOOL)) -> list[Path]:
+    """Whatever the spool left in its directory (nothing, once every record is delivered)."""
+    return sorted(directory.rglob("*")) if directory.exists() else []
 
 
 def test_server_killed_mid_run_and_restarted_loses_nothing(own_server: TrackingServer) -> None:
@@ -88,7 +94,7 @@ def test_server_killed_mid_run_and_restarted_loses_nothing(own_server: TrackingS
     experiment = client.get_experiment_by_name("outage")
     assert experiment is not None
     assert len(client.search_runs([experiment.experiment_id])) == 1  # one run, not two
-    assert not list(Path(SPOOL).glob("*/*"))  # delivered: nothing left behind
+    assert left_behind() == []  # delivered: nothing left behind
 
 
 def test_a_server_answering_503_for_a_while(proxy: FaultProxy, client: MlflowClient) -> None:
@@ -160,7 +166,7 @@ def test_down_past_the_grace_then_sync_completes_the_run(
     assert [step for step, _ in history(client, run_id)] == list(range(10))
     if fails:
         assert stored.data.tags["michelangelo.error.type"] == "RuntimeError"
-    assert not list(Path(SPOOL).glob("*/*"))
+    assert left_behind() == []
 
 
 def test_the_next_run_replays_leftovers_in_the_background(
@@ -249,7 +255,7 @@ def test_spool_off_restores_mlflows_own_retry_budget(
     with mm.tracking_run("outage", "spool-off", settings=off) as run:
         assert "MLFLOW_HTTP_REQUEST_MAX_RETRIES" not in os.environ  # MLflow's 7, not ours
         mlflow.log_metric("loss", 0.5)
-        assert not Path(SPOOL).exists() or not list(Path(SPOOL).glob("*/*"))
+        assert left_behind() == []
     assert client.get_run(run.info.run_id).data.metrics == {"loss": 0.5}
 
 
@@ -323,7 +329,7 @@ def test_artifacts_logged_during_an_outage_are_kept_and_uploaded(
         mlflow.log_artifact(str(report))
         mlflow.log_artifacts(str(plots), artifact_path="plots")
         mlflow.log_text("written while down", "notes/down.txt")
-        kept = sorted(p.name for p in Path(SPOOL).glob("*/*/artifacts/*/*"))
+        kept = sorted(p.name for p in Path(SPOOL).glob("*.files/*/*"))
         assert kept == ["down.txt", "plots", "report.txt"]
         report.unlink()  # the user's files are theirs again: the spool holds copies
         own_server.restart()
@@ -333,7 +339,7 @@ def test_artifacts_logged_during_an_outage_are_kept_and_uploaded(
     assert [a.path for a in client.list_artifacts(run.info.run_id, "plots")] == ["plots/roc.csv"]
     downloaded = Path(client.download_artifacts(run.info.run_id, "notes/down.txt", str(tmp_path)))
     assert downloaded.read_text() == "written while down"
-    assert not list(Path(SPOOL).glob("*/*"))
+    assert left_behind() == []
 
 
 def test_the_spool_never_holds_a_secret(auth_server: TrackingServer, tmp_path: Path) -> None:
@@ -365,7 +371,7 @@ def test_the_spool_never_holds_a_secret(auth_server: TrackingServer, tmp_path: P
                     mlflow.log_param("connection", f"host=db password={secret}")
                     raise RuntimeError(f"login with {secret} failed")
         files = [p for p in Path(SPOOL).rglob("*") if p.is_file()]
-        assert any(p.name == "records.jsonl" and p.stat().st_size for p in files)
+        assert any(p.suffix == ".db" and p.stat().st_size for p in files)
         for path in files:
             assert secret not in path.read_text(errors="replace"), path
         proxy.mode = "forward"

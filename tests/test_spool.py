@@ -1,99 +1,114 @@
-"""The write-ahead spool on disk, and how records are packed into requests."""
+"""The spool's storage (SQLite, one database per writer), and packing records into requests."""
 
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
-from michelangelo_mlflow._delivery import MAX_BATCH_BYTES, units
-from michelangelo_mlflow._spool import Segment, SegmentMeta, leftovers, parse
+import numpy as np
+import pytest
 
-
-def meta(run_id: str = "r1", role: str = "owner") -> SegmentMeta:
-    return SegmentMeta.for_this_process("http://127.0.0.1:5000", run_id, "7", role)  # type: ignore[arg-type]
+from michelangelo_mlflow._logging.delivery import MAX_BATCH_BYTES, units
+from michelangelo_mlflow._logging.records import encode_metric, encode_records
+from michelangelo_mlflow._logging.storage import Damaged, Storage, leftover_paths
 
 
 def metric(i: int) -> list[object]:
     return ["m", "loss", 1.0 / (i + 1), 1_700_000_000_000 + i, i]
 
 
-def test_records_are_read_back_in_order_and_acknowledged(tmp_path: Path) -> None:
-    segment = Segment.create(tmp_path, meta())
-    segment.append([metric(0), ["p", "lr", "0.1"]])
-    segment.append([["t", "team", "risk"], ["u", "FINISHED", 5, None]])
-    generation, entries = segment.read()
-    assert [record for _, record in entries] == [
+def stored(storage: Storage, run: int) -> list[list[object]]:
+    return [[kind, *body] for _, kind, body in storage.read(run, limit=10**6)]
+
+
+def new_storage(directory: Path, run_id: str = "r1") -> tuple[Storage, int]:
+    storage = Storage.create(directory)
+    meta = storage.add_run(run_id, "http://127.0.0.1:5000", "7", "owner")
+    return storage, meta.key
+
+
+def test_nothing_is_written_before_the_first_record(tmp_path: Path) -> None:
+    storage, _ = new_storage(tmp_path / "spool")
+    assert not (tmp_path / "spool").exists()
+    storage.release(remove=True)
+    assert not (tmp_path / "spool").exists()
+
+
+def test_records_are_read_back_in_order_and_forgotten_once_acknowledged(tmp_path: Path) -> None:
+    storage, run = new_storage(tmp_path / "spool")
+    storage.append(run, encode_records([metric(0), ["p", "lr", "0.1"]]))
+    storage.append(run, encode_records([["t", "team", "risk"], ["u", "FINISHED", 5, None]]))
+    rows = storage.read(run, limit=100)
+    assert stored(storage, run) == [
         metric(0),
         ["p", "lr", "0.1"],
         ["t", "team", "risk"],
         ["u", "FINISHED", 5, None],
     ]
-    assert segment.ack(generation, entries[1][0])
-    assert [record[0] for _, record in segment.read()[1]] == ["t", "u"]
-    assert segment.ack(generation, entries[-1][0])
-    assert segment.pending_bytes == 0
-    assert (segment.path / "records.jsonl").stat().st_size == 0  # drained: the file restarts
-    segment.close(remove=True)
-    assert not (tmp_path / "r1").exists()
+    storage.ack(run, [seq for seq, _, _ in rows[:2]])
+    assert [record[0] for record in stored(storage, run)] == ["t", "u"]
+    storage.ack(run, [seq for seq, _, _ in rows[2:]])
+    assert storage.pending_bytes(run) == 0
+    assert storage.empty()
+    storage.release(remove=True)
+    assert list(tmp_path.iterdir()) == []  # delivered: nothing left behind, not even the folder
 
 
-def test_an_ack_from_before_a_compaction_does_not_apply(tmp_path: Path) -> None:
-    segment = Segment.create(tmp_path, meta())
-    segment.append([metric(i) for i in range(10)])
-    generation, entries = segment.read()
-    segment.compact(keep=10**6)
-    assert not segment.ack(generation, entries[3][0])
-    assert len(segment.read()[1]) == 10
+def test_a_refused_record_is_set_aside_alone(tmp_path: Path) -> None:
+    storage, run = new_storage(tmp_path)
+    storage.append(run, encode_records([["d", "never-set"], metric(1)]))
+    (deleted, point) = storage.read(run, limit=10)
+    storage.ack(run, [deleted[0]], reason="RESOURCE_DOES_NOT_EXIST: no tag never-set")
+    assert stored(storage, run) == [metric(1)]
+    assert storage.rejected(run) == [("d", ["never-set"], "RESOURCE_DOES_NOT_EXIST: no tag never-set")]
+    storage.release(remove=False)
 
 
-def test_compaction_drops_the_oldest_metric_points_only(tmp_path: Path) -> None:
-    segment = Segment.create(tmp_path, meta())
-    segment.append([["p", "lr", "0.1"]])
-    segment.append([metric(i) for i in range(100)])
-    segment.append([["t", "team", "risk"], ["u", "KILLED", 9, None]])
-    before = segment.pending_bytes
-    dropped, after = segment.compact(keep=before // 2)
-    records = [record for _, record in segment.read()[1]]
+def test_the_size_cap_drops_the_oldest_metric_points_only(tmp_path: Path) -> None:
+    storage, run = new_storage(tmp_path)
+    storage.append(run, encode_records([["p", "lr", "0.1"]]))
+    storage.append(run, encode_records([metric(i) for i in range(100)]))
+    storage.append(run, encode_records([["t", "team", "risk"], ["u", "KILLED", 9, None]]))
+    before = storage.pending_bytes(run)
+    dropped = storage.drop_oldest_metrics(run, before // 2)
+    records = stored(storage, run)
     assert dropped > 0
-    assert after <= before // 2 + 100
+    assert storage.pending_bytes(run) <= before - before // 2 + 100
     assert ["p", "lr", "0.1"] in records
     assert ["t", "team", "risk"] in records
     assert records[-1] == ["u", "KILLED", 9, None]
     steps = [record[4] for record in records if record[0] == "m"]
     assert steps == list(range(100 - len(steps), 100))  # the newest points are kept, in order
     assert len(steps) == 100 - dropped
+    storage.release(remove=False)
 
 
-def test_a_torn_last_line_is_not_read(tmp_path: Path) -> None:
-    segment = Segment.create(tmp_path, meta())
-    segment.append([metric(0)])
-    with (segment.path / "records.jsonl").open("ab") as handle:
-        handle.write(b'["m","loss",0.5,17')  # a write cut short (power loss)
-    assert [record for _, record in segment.read()[1]] == [metric(0)]
-    assert parse(b'{"not": "a record"}\n') is None
-
-
-def test_a_live_segment_is_not_a_leftover(tmp_path: Path) -> None:
-    live = Segment.create(tmp_path, meta("live"))
-    assert list(leftovers(tmp_path)) == []
-    live.close(remove=False)
-    adopted = list(leftovers(tmp_path))
-    assert [s.meta.run_id for s in adopted] == ["live"]
-    for segment in adopted:
-        segment.close(remove=False)
+def test_a_live_storage_is_not_a_leftover(tmp_path: Path) -> None:
+    live, run = new_storage(tmp_path, "live")
+    live.append(run, encode_records([metric(0)]))
+    (path,) = leftover_paths(tmp_path)
+    assert Storage.adopt(path) is None  # its writer holds the lock
+    live.release(remove=False)
+    adopted = Storage.adopt(path)
+    assert adopted is not None
+    assert [meta.run_id for meta in adopted.runs()] == ["live"]
+    assert stored(adopted, adopted.runs()[0].key) == [metric(0)]
+    adopted.release(remove=False)
 
 
 def test_a_killed_writer_leaves_every_returned_record(tmp_path: Path) -> None:
     script = (
-        "import sys, os\n"
+        "import sys\n"
         "from pathlib import Path\n"
-        "from michelangelo_mlflow._spool import Segment, SegmentMeta\n"
-        "seg = Segment.create(Path(sys.argv[1]), SegmentMeta.for_this_process("
-        "'http://h:5000', 'killed', '1', 'owner'))\n"
+        "from michelangelo_mlflow._logging.records import encode_records\n"
+        "from michelangelo_mlflow._logging.storage import Storage\n"
+        "storage = Storage.create(Path(sys.argv[1]))\n"
+        "run = storage.add_run('killed', 'http://h:5000', '1', 'owner').key\n"
         "for i in range(500):\n"
-        "    seg.append([['m', 'loss', float(i), 1, i]])\n"
+        "    storage.append(run, encode_records([['m', 'loss', float(i), 1, i]]))\n"
         "print('appended', flush=True)\n"
         "import time; time.sleep(60)\n"
     )
@@ -104,20 +119,44 @@ def test_a_killed_writer_leaves_every_returned_record(tmp_path: Path) -> None:
     assert process.stdout.readline().strip() == "appended"
     process.kill()
     process.wait(timeout=30)
-    (segment,) = list(leftovers(tmp_path))
-    assert [record[4] for _, record in segment.read()[1]] == list(range(500))
-    assert segment.meta.pid == process.pid
-    segment.close(remove=False)
+    (path,) = leftover_paths(tmp_path)
+    assert f"-{process.pid}-" in path.name
+    adopted = Storage.adopt(path)
+    assert adopted is not None
+    (meta,) = adopted.runs()
+    assert [record[4] for record in stored(adopted, meta.key)] == list(range(500))
+    adopted.release(remove=False)
 
 
-def test_meta_holds_no_credentials(tmp_path: Path) -> None:
-    segment = Segment.create(tmp_path, meta())
-    stored = json.loads((segment.path / "meta.json").read_text())
-    assert set(stored) == {
-        "tracking_uri", "run_id", "experiment_id", "role", "host", "pid", "created", "format",
-    }  # fmt: skip
-    assert oct((segment.path / "records.jsonl").stat().st_mode & 0o777) == oct(0o600)
-    segment.close(remove=True)
+@pytest.mark.parametrize(
+    "content", [b"garbage, not a database" * 100, b"SQLite format 3\x00" + b"\x00" * 50]
+)
+def test_a_damaged_file_is_reported_not_read(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "host-1-abc.db"
+    path.write_bytes(content)
+    with pytest.raises(Damaged) as info:
+        Storage.adopt(path)
+    assert info.value.path == path
+    assert info.value.reason
+
+
+def test_the_database_holds_no_credentials(tmp_path: Path) -> None:
+    storage, run = new_storage(tmp_path)
+    storage.append(run, encode_records([metric(0)]))
+    db = sqlite3.connect(storage.path)
+    assert db.execute("SELECT run_id, tracking_uri, experiment_id, role FROM runs").fetchall() == [
+        ("r1", "http://127.0.0.1:5000", "7", "owner")
+    ]
+    db.close()
+    storage.release(remove=False)
+
+
+def test_numpy_values_are_encoded_as_mlflows_entities_take_them() -> None:
+    from mlflow.entities import Metric
+
+    point = Metric("loss", np.float32(0.5), np.int64(1_700_000_000_000), np.int64(3))
+    assert encode_metric(point) == ["m", "loss", 0.5, 1_700_000_000_000, 3]
+    assert json.dumps(encode_metric(Metric("n", np.int32(2), 1, np.uint8(7))))  # JSON-ready
 
 
 # --- packing records into requests ---------------------------------------------------
@@ -130,7 +169,12 @@ def entries(records: list[list[object]]) -> list[tuple[int, list[object]]]:
 def test_metrics_are_packed_a_thousand_to_a_request() -> None:
     packed = list(units(entries([metric(i) for i in range(2500)])))
     assert [len(u.records) for u in packed] == [1000, 1000, 500]
-    assert [u.end for u in packed] == [1000, 2000, 2500]
+    assert [u.seqs[-1] for u in packed] == [1000, 2000, 2500]
+
+
+def test_a_smaller_window_makes_smaller_batches() -> None:
+    packed = list(units(entries([metric(i) for i in range(250)]), max_items=100))
+    assert [len(u.records) for u in packed] == [100, 100, 50]
 
 
 def test_params_and_tags_are_packed_a_hundred_to_a_request() -> None:
@@ -152,7 +196,7 @@ def test_status_and_deleted_tags_are_sent_alone_in_order() -> None:
     records = [metric(0), ["d", "old"], metric(1), ["u", "FINISHED", 1, None]]
     packed = list(units(entries(records)))
     assert [u.kind for u in packed] == ["batch", "delete", "batch", "update"]
-    assert [u.end for u in packed] == [1, 2, 3, 4]
+    assert [u.seqs for u in packed] == [[1], [2], [3], [4]]
 
 
 def test_a_request_stays_under_the_size_limit() -> None:

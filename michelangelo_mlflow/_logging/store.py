@@ -31,8 +31,8 @@ from urllib.parse import urlsplit
 from michelangelo_mlflow._state import STATE
 
 if TYPE_CHECKING:
-    from michelangelo_mlflow._courier import RunSpool
-    from michelangelo_mlflow._delivery import Route
+    from michelangelo_mlflow._logging.courier import RunSpool
+    from michelangelo_mlflow._logging.delivery import Route
     from michelangelo_mlflow._settings import Settings
 
 __all__ = [
@@ -53,6 +53,11 @@ _ROUTE: contextvars.ContextVar[Route | None] = contextvars.ContextVar(
     "michelangelo_mlflow_route", default=None
 )
 """The server and credentials of the tracked run open in this context, if any."""
+
+_TRACKED: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "michelangelo_mlflow_tracked_run", default=None
+)
+"""The id of the innermost tracked run open in this context, once it exists."""
 
 
 def http_store(store_uri: str, **_: Any) -> Any:
@@ -99,7 +104,7 @@ class SpoolingArtifactsMixin:
         self._upload_or_keep("log_artifacts", local_dir, artifact_path)
 
     def _upload_or_keep(self, method: str, local: str, artifact_path: str | None) -> None:
-        from michelangelo_mlflow._delivery import is_transport_failure
+        from michelangelo_mlflow._logging.delivery import is_transport_failure
 
         spool = _artifact_spool(self.artifact_uri)
         if spool is None or spool.answers():
@@ -184,6 +189,16 @@ def routing_to(route: Route | None) -> Iterator[None]:
         yield
     finally:
         _ROUTE.reset(token)
+
+
+@contextmanager
+def tracking(run_id: str) -> Iterator[None]:
+    """Make ``run_id`` this context's tracked run: runs created here become its children."""
+    token = _TRACKED.set(run_id)
+    try:
+        yield
+    finally:
+        _TRACKED.reset(token)
 
 
 def _safe(uri: str) -> str:
@@ -332,24 +347,44 @@ class SpoolingStoreMixin:
     def create_run(
         self, experiment_id: str, user_id: str, start_time: int, tags: Any, run_name: Any
     ) -> Any:
-        parent = _spool(_tag(tags, PARENT_TAG) or "")
-        if parent is not None:  # a run nested under an open tracked run lives where it lives
-            from michelangelo_mlflow._courier import open_child
+        store_uri = getattr(self, "spool_uri", "")
+        parent_id = _tag(tags, PARENT_TAG)
+        tracked = _spool(_TRACKED.get() or "")
+        if parent_id is None and tracked is not None and tracked.route.tracking_uri == store_uri:
+            # A run created inside a tracked run on its server (a framework's own logger,
+            # MlflowClient().create_run) becomes its child: it ends with the block.
+            tags = [*(tags or ()), _run_tag(PARENT_TAG, tracked.run_id)]
+            parent_id = tracked.run_id
+        parent = _spool(parent_id or "")
+        if parent is not None and store_uri in (parent.route.tracking_uri, _global_uri()):
+            # A run nested under an open tracked run lives where its parent lives.
+            from michelangelo_mlflow._logging.courier import open_child
 
-            if parent.route.tracking_uri != getattr(self, "spool_uri", ""):
+            if parent.route.tracking_uri != store_uri:
                 assert parent.run is not None
                 experiment_id = parent.run.info.experiment_id  # the given one is another server's
             run = _direct(parent).create_run(experiment_id, user_id, start_time, tags, run_name)
             open_child(parent, run)
             return run
         route = _ROUTE.get()
-        if route is not None and route.tracking_uri != getattr(
-            self, "spool_uri", route.tracking_uri
-        ):
-            # This context's tracked run is on another server than MLflow's global URI.
+        if route is not None and route.tracking_uri != store_uri and store_uri == _global_uri():
+            # MLflow's process-wide URI is another thread's run's: this context's tracked
+            # run is on another server, and a run created through the globals goes there.
             store = direct_store(route.host_creds, databricks=route.databricks)
             return store.create_run(experiment_id, user_id, start_time, tags, run_name)
         return super().create_run(experiment_id, user_id, start_time, tags, run_name)  # type: ignore[misc]
+
+
+def _global_uri() -> str:
+    import mlflow
+
+    return _safe(mlflow.get_tracking_uri())
+
+
+def _run_tag(key: str, value: str) -> Any:
+    from mlflow.entities import RunTag
+
+    return RunTag(key, value)
 
 
 def _direct(spool: RunSpool) -> Any:

@@ -1,0 +1,141 @@
+"""How fast one tracking server takes records: timeouts, batch sizes and backoff.
+
+One :class:`Pacer` per server and process, shared by every run spool sending there.
+It keeps one request in flight and adapts to what the server answers:
+
+- **Timeouts** follow the latency measured (a smoothed round trip plus four times
+  its deviation, as TCP does), between the route's first timeout (10 s) and MLflow's
+  own 120 s; a request that timed out doubles it, and its records are not sent again
+  before the backoff: the server may still be doing that work.
+- **Batch size** (records a request) grows while the server answers (doubling, up to
+  MLflow's 1,000) and halves on a "busy" answer; after an outage it starts again
+  small (slow start), so that many processes coming back together do not send their
+  whole backlogs at once.
+- **Backoff** is exponential with full jitter (a uniform draw between zero and the
+  ceiling), honours ``Retry-After``, and is capped lower while a run is closing.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+
+from michelangelo_mlflow._logging.delivery import MAX_ITEMS, Busy, Outage, Route
+
+__all__ = ["MIN_WINDOW", "SLOW_START", "Pacer"]
+
+log = logging.getLogger("michelangelo_mlflow.spool")
+
+MIN_WINDOW = 50
+"""Fewest records a batch may shrink to."""
+
+SLOW_START = 100
+"""Records of the first batch after an outage."""
+
+MAX_TIMEOUT = 120.0
+"""MLflow's own request timeout: a request never gets longer."""
+
+_BACKOFF_FIRST = 0.25
+_BACKOFF_MAX = 8.0
+_BACKOFF_MAX_CLOSING = 1.0
+
+
+class Pacer:
+    """The pacing of one server (thread-safe).
+
+    Args:
+        route: The server.
+
+    Attributes:
+        window: Records a batch may hold now.
+        timeout: Seconds the next request may take.
+        retry_at: ``time.monotonic()`` before which nothing is sent.
+        outage: Why the server did not answer, while it does not.
+        answered_at: When the server last answered anything (busy included).
+        hurry: Set while a run is closing: back off at most a second.
+    """
+
+    def __init__(self, route: Route) -> None:
+        self.route = route
+        self.window = MAX_ITEMS
+        self.timeout = max(10.0, route.timeout)
+        self.retry_at = 0.0
+        self.outage: str | None = None
+        self.answered_at = time.monotonic()
+        self.hurry = 0
+        self._floor = self.timeout
+        self._srtt: float | None = None
+        self._rttvar = 0.0
+        self._failures = 0
+        self._lock = threading.Lock()
+
+    def ready(self) -> bool:
+        """Whether a request may be sent now."""
+        return time.monotonic() >= self.retry_at
+
+    def send(self, call: Callable[[float], None]) -> None:
+        """Make one request, ``call(timeout)``, and learn from its answer.
+
+        Raises:
+            Outage: No server answered (re-raised after backing off).
+            Busy: It answered "not now" (re-raised after backing off).
+        """
+        start = time.monotonic()
+        try:
+            call(self.timeout)
+        except (Outage, Busy) as exc:
+            self.failed(exc)
+            raise
+        self._answered(time.monotonic() - start)
+
+    def _answered(self, latency: float) -> None:
+        with self._lock:
+            if self._srtt is None:
+                self._srtt, self._rttvar = latency, latency / 2
+            else:
+                self._rttvar = 0.75 * self._rttvar + 0.25 * abs(self._srtt - latency)
+                self._srtt = 0.875 * self._srtt + 0.125 * latency
+            self.timeout = min(MAX_TIMEOUT, max(self._floor, self._srtt + 4 * self._rttvar))
+            self.window = min(MAX_ITEMS, self.window * 2)
+            self._failures = 0
+            self.retry_at = 0.0
+            self.answered_at = time.monotonic()
+            recovered, self.outage = self.outage, None
+        if recovered is not None:
+            log.warning(
+                "the MLflow tracking server at %s answers again; sending the records kept "
+                "meanwhile", self.route.tracking_uri,
+            )  # fmt: skip
+
+    def failed(self, exc: Outage | Busy) -> None:
+        """Back off after a failed request."""
+        with self._lock:
+            self._failures += 1
+            ceiling = _BACKOFF_MAX_CLOSING if self.hurry else _BACKOFF_MAX
+            delay = random.uniform(0, min(ceiling, _BACKOFF_FIRST * 2 ** (self._failures - 1)))
+            first = False
+            if isinstance(exc, Busy):
+                self.window = max(MIN_WINDOW, self.window // 2)
+                if exc.retry_after is not None:
+                    delay = max(delay, exc.retry_after)
+                if exc.timed_out:
+                    self.timeout = min(MAX_TIMEOUT, self.timeout * 2)
+                else:
+                    self.answered_at = time.monotonic()
+            else:
+                first = self.outage is None
+                self.outage = str(exc)
+                self.window = SLOW_START
+            self.retry_at = time.monotonic() + delay
+        if first:
+            log.warning(
+                "the MLflow tracking server at %s is not taking records (%s); they are kept "
+                "in the spool and sent when it answers again", self.route.tracking_uri, exc,
+            )  # fmt: skip
+
+    def busy_recently(self, within: float) -> bool:
+        """Whether the server answered anything (even "busy") in the last ``within`` seconds."""
+        return self.outage is None and time.monotonic() - self.answered_at < within
