@@ -3,8 +3,11 @@
 One function, used by tracked runs and by ``michelangelo-mlflow doctor --artifacts``:
 a missing experiment is created (a concurrent creation by another task is taken as
 found), a deleted one is a :class:`ConfigurationError` that says how to restore it,
-and an ``MLFLOW_EXPERIMENT_ID`` that names nothing says what to set instead. Ids
-are cached per process and tracking URI in ``STATE``.
+and an ``MLFLOW_EXPERIMENT_ID`` that names nothing says what to set instead.
+
+The id is looked up again for every run (one request): a cached id would send a run
+into another experiment after the server was restarted on a fresh database and the
+id reused, and a lookup by name costs the same request as checking a cached id.
 """
 
 from __future__ import annotations
@@ -12,14 +15,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from michelangelo_mlflow._settings import Settings
-from michelangelo_mlflow._state import STATE
 from michelangelo_mlflow.exceptions import ConfigurationError
 
 if TYPE_CHECKING:
     from mlflow.entities import Experiment
     from mlflow.tracking import MlflowClient
 
-__all__ = ["experiment_id", "forget_experiment_ids"]
+__all__ = ["experiment_id"]
 
 _MISSING = frozenset({"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"})
 
@@ -41,11 +43,6 @@ def experiment_id(client: MlflowClient, settings: Settings, name: str | None) ->
     """
     name = name or settings.experiment_name
     by_id = name is None and settings.experiment_id is not None
-    cache_key = (settings.safe_tracking_uri, name or settings.experiment_id)
-    with STATE.lock:
-        cached = STATE.experiment_ids.get(cache_key)
-    if cached is not None:
-        return cached
     if by_id:
         experiment: Experiment | None = _by_id(client, settings)
     else:
@@ -56,15 +53,7 @@ def experiment_id(client: MlflowClient, settings: Settings, name: str | None) ->
     else:
         _check_active(experiment, settings)
         found = str(experiment.experiment_id)
-    with STATE.lock:
-        STATE.experiment_ids[cache_key] = found
     return found
-
-
-def forget_experiment_ids() -> None:
-    """Forget resolved ids (an experiment may have been deleted or restored meanwhile)."""
-    with STATE.lock:
-        STATE.experiment_ids.clear()
 
 
 def _by_id(client: MlflowClient, settings: Settings) -> Experiment:

@@ -2,10 +2,12 @@
 
 - Mappings, dataclasses and pydantic models are flattened into dotted keys
   (``{"optimizer": {"lr": 0.1}}`` → ``optimizer.lr``).
-- Keys that look like secrets (password, secret, token, api_key, access_key,
-  private_key, credential, …) are replaced by :data:`REDACTED`; in other values, a
-  configured secret, the password of a URL (``postgresql://etl:<redacted>@db/x``)
-  and a ``password=…`` fragment of a connection string are.
+- Keys that name a secret (ending in password, secret, token, api_key, access_key,
+  private_key, credential, …; see :func:`is_secret_key`) are replaced by
+  :data:`REDACTED`, while hyperparameters such as ``pad_token_id``,
+  ``token_pattern`` or ``auth_type`` keep their values; in every value, a configured
+  secret, the password of a URL (``postgresql://etl:<redacted>@db/x``) and a
+  ``password=…`` fragment of a connection string are redacted.
 - Keys must be strings; a cycle, or a value whose ``str()`` fails, is an error that
   names the key path, raised before any run is created.
 - Keys longer than MLflow's 250 characters are an error; values longer than MLflow's
@@ -51,12 +53,27 @@ MAX_KEY_LENGTH = 250
 MAX_PARAM_VALUE_LENGTH = 6000
 MAX_TAG_VALUE_LENGTH = 8000
 
-_SECRET_WORDS = (
-    "password|passwd|pwd|passphrase|secret|token|api_?key|access_?key|secret_?key|"
-    "private_?key|signing_?key|session_?key|credential|credentials|auth|authorization|"
-    "bearer|cookie|dsn|connection_?string|sas"
-)
-_SECRET_KEY = re.compile(rf"(?:^|_)(?:{_SECRET_WORDS})(?:_|$)")
+_SECRET_LAST = frozenset({
+    "password", "passwd", "pwd", "passphrase", "secret", "token", "apikey", "credential",
+    "credentials", "authorization", "cookie", "dsn", "pat",
+})  # fmt: skip
+"""A key whose last word is one of these holds a secret (``db.password``, ``hf_token``)."""
+
+_SECRET_KEY_OF = frozenset({
+    "api", "access", "secret", "private", "signing", "session", "encryption", "master",
+    "account", "shared", "client",
+})  # fmt: skip
+"""``<word>_key`` holds a secret for these words (``api_key``, ``AWS_SECRET_ACCESS_KEY``)."""
+
+_SECRET_PAIRS = frozenset({("connection", "string"), ("client", "secret"), ("sas", "url")})
+
+_NOT_A_SECRET_TOKEN = frozenset({
+    "pad", "eos", "bos", "unk", "sep", "cls", "mask", "start", "end", "begin", "stop",
+    "special", "decoder", "image", "audio", "video", "boi", "eoi", "boa", "eoa", "sentinel",
+    "prefix", "suffix", "middle", "fim", "think", "tool", "system", "user", "assistant",
+})  # fmt: skip
+"""``<word>_token`` names a tokenizer's special token (``pad_token = "<pad>"``), not a secret."""
+
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 _URL_PASSWORD = re.compile(
     r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^\s:/@]+:)(?P<secret>[^\s@/]+)(?=@)"
@@ -68,18 +85,29 @@ _DSN_PASSWORD = re.compile(
 
 
 def is_secret_key(key: str) -> bool:
-    """Whether a param or tag key looks like it holds a secret.
+    """Whether a param or tag key names a secret.
 
-    Each dotted, dashed or camelCase part of the key is compared word by word, so
-    ``db.password``, ``apiKey`` and ``AWS_SECRET_ACCESS_KEY`` match while
-    ``max_tokens`` and ``tokenizer`` do not.
+    The key is split into words (dots, dashes, underscores, camelCase) and only its
+    end is looked at, so that hyperparameters that merely mention a secret word keep
+    their values: ``db.password``, ``hf_token``, ``apiKey`` and
+    ``AWS_SECRET_ACCESS_KEY`` are secrets; ``pad_token``, ``pad_token_id``,
+    ``max_tokens``, ``token_pattern``, ``tokenizer`` and ``auth_type`` are not.
 
     Example:
-        >>> is_secret_key("warehouse.password"), is_secret_key("max_tokens")
+        >>> is_secret_key("warehouse.password"), is_secret_key("pad_token_id")
         (True, False)
     """
-    normalized = re.sub(r"[^a-z0-9]+", "_", _CAMEL.sub("_", key).lower())
-    return bool(_SECRET_KEY.search(normalized))
+    words = [w for w in re.split(r"[^a-z0-9]+", _CAMEL.sub("_", key).lower()) if w]
+    if not words:
+        return False
+    last, before = words[-1], words[-2] if len(words) > 1 else ""
+    if last == "token":
+        return before not in _NOT_A_SECRET_TOKEN
+    if last in _SECRET_LAST:
+        return True
+    if last == "key":
+        return before in _SECRET_KEY_OF
+    return (before, last) in _SECRET_PAIRS
 
 
 def redact_text(text: str, secrets: Iterable[str]) -> str:

@@ -35,7 +35,7 @@ from michelangelo_mlflow._errors import (
     translate,
     with_note,
 )
-from michelangelo_mlflow._experiment import experiment_id, forget_experiment_ids
+from michelangelo_mlflow._experiment import experiment_id
 from michelangelo_mlflow._logging.closing import close_run
 from michelangelo_mlflow._logging.courier import Delivery, RunSpool, open_run, take_over
 from michelangelo_mlflow._logging.delivery import Route
@@ -208,11 +208,7 @@ class TrackingRun:
         self._stack.enter_context(routing_to(route))
         self._stack.enter_context(autolog_scope(self.autolog, run=self._describe_self()))
         with translate(settings.safe_tracking_uri, run_id=self.run_id):
-            try:
-                self.active_run = self._start()
-            except Exception:
-                forget_experiment_ids()  # the experiment may have been deleted meanwhile
-                raise
+            self.active_run = self._start()
         run = self.active_run
         if directory is not None and route is not None:
             self.spool = self._open_spool(directory, route, run)

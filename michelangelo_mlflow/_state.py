@@ -2,7 +2,7 @@
 
 Everything the SDK remembers between calls lives in :data:`STATE`: passing preflight
 reports and the version warnings already issued, the server versions the preflight
-saw, experiment ids already resolved, the spools of open runs and their courier, and
+saw, the spools of open runs, their storage and their courier, and
 who holds MLflow's process globals. Nothing else in the package keeps mutable
 module-level state, so :func:`michelangelo_mlflow.testing.reset` (and its pytest
 fixture) can put a process back to its start in one call.
@@ -40,7 +40,6 @@ class State:
         facts: Facts about the process read once (host name, OS user).
         version_warnings: (tracking URI, server version) pairs already warned about.
         server_versions: Server versions seen by the preflight, by tracking URI.
-        experiment_ids: Experiment ids by (tracking URI, name or id).
         spools: The spool of every run open in this process, by run id. Read without
             the lock on the logging path (a dict lookup is atomic).
         courier: The thread that delivers spooled records, once started.
@@ -60,7 +59,6 @@ class State:
     facts: dict[str, str] = field(default_factory=dict)
     version_warnings: set[tuple[str, str]] = field(default_factory=set)
     server_versions: dict[str, str] = field(default_factory=dict)
-    experiment_ids: dict[tuple[str, str | None], str] = field(default_factory=dict)
     spools: dict[str, RunSpool] = field(default_factory=dict)
     courier: Courier | None = None
     storages: dict[Path, Storage] = field(default_factory=dict)
@@ -71,7 +69,7 @@ class State:
     last_notebook_run: Any = None
 
     def forget(self) -> None:
-        """Forget every cache (reports, warnings, versions, experiment ids).
+        """Forget every cache (reports, warnings, versions, host facts).
 
         Open runs, their spools and the globals they hold are left alone: they belong
         to code that is still running.
@@ -80,7 +78,6 @@ class State:
             self.preflight_reports.clear()
             self.version_warnings.clear()
             self.server_versions.clear()
-            self.experiment_ids.clear()
             self.facts.clear()
 
 

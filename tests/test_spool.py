@@ -63,7 +63,9 @@ def test_a_refused_record_is_set_aside_alone(tmp_path: Path) -> None:
     (deleted, point) = storage.read(run, limit=10)
     storage.ack(run, [deleted[0]], reason="RESOURCE_DOES_NOT_EXIST: no tag never-set")
     assert stored(storage, run) == [metric(1)]
-    assert storage.rejected(run) == [("d", ["never-set"], "RESOURCE_DOES_NOT_EXIST: no tag never-set")]
+    assert storage.rejected(run) == [
+        ("d", ["never-set"], "RESOURCE_DOES_NOT_EXIST: no tag never-set")
+    ]
     storage.release(remove=False)
 
 

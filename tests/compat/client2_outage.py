@@ -20,8 +20,8 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.rest_utils import MlflowHostCreds, http_request
 
 import michelangelo_mlflow as mm
-from michelangelo_mlflow._logging.delivery import is_transport_failure
 from michelangelo_mlflow._errors import from_foreign
+from michelangelo_mlflow._logging.delivery import is_transport_failure
 from tests._proxy import FaultProxy
 
 
