@@ -60,12 +60,11 @@ def test_records_are_read_back_in_order_and_forgotten_once_acknowledged(tmp_path
 def test_a_refused_record_is_set_aside_alone(tmp_path: Path) -> None:
     storage, run = new_storage(tmp_path)
     storage.append(run, encode_records([["d", "never-set"], metric(1)]))
-    (deleted, point) = storage.read(run, limit=10)
-    storage.ack(run, [deleted[0]], reason="RESOURCE_DOES_NOT_EXIST: no tag never-set")
+    deleted, _ = storage.read(run, limit=10)
+    reason = "RESOURCE_DOES_NOT_EXIST: no tag never-set"
+    storage.ack(run, [deleted[0]], reason=reason)
     assert stored(storage, run) == [metric(1)]
-    assert storage.rejected(run) == [
-        ("d", ["never-set"], "RESOURCE_DOES_NOT_EXIST: no tag never-set")
-    ]
+    assert storage.rejected(run) == [("d", ["never-set"], reason)]
     storage.release(remove=False)
 
 
