@@ -7,6 +7,8 @@
 - ``proxy.drop_answers(path, n)``: forward the next ``n`` requests to ``path`` and drop
   the server's answer (the connection closes): the server applied them, the client
   cannot know;
+- ``proxy.refuse(prefix, status)``: answer requests whose path starts with ``prefix``
+  with ``status`` (a body-size limit's 413, say) without forwarding them;
 - ``proxy.mode = "forward"``: back to normal.
 
 Every request is recorded with the status the client got (``None`` when it got none).
@@ -33,6 +35,7 @@ class FaultProxy(Service):
         self.mode = "forward"
         self.log: list[tuple[str, str, int | None]] = []
         self._drops: dict[str, int] = {}
+        self._refusals: dict[str, int] = {}
         self._lock = threading.Lock()
         self._session = requests.Session()
         outer = self
@@ -63,6 +66,11 @@ class FaultProxy(Service):
         with self._lock:
             self._drops[path] = count
 
+    def refuse(self, prefix: str, status: int) -> None:
+        """Answer requests whose path starts with ``prefix`` with ``status``, unforwarded."""
+        with self._lock:
+            self._refusals[prefix] = status
+
     def requests_to(self, path: str) -> list[int | None]:
         """The statuses clients got from requests to ``path``, in order."""
         with self._lock:
@@ -77,6 +85,12 @@ class FaultProxy(Service):
         if self.mode == "503":
             self._answer(handler, 503, b"Service Unavailable", {})
             self._record(handler.command, path, 503)
+            return
+        with self._lock:
+            refusal = next((s for p, s in self._refusals.items() if path.startswith(p)), None)
+        if refusal is not None:
+            self._answer(handler, refusal, b"<html>Request Entity Too Large</html>", {})
+            self._record(handler.command, path, refusal)
             return
         response = self._session.request(
             handler.command,

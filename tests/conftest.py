@@ -12,6 +12,7 @@ from mlflow.tracking import MlflowClient
 
 import michelangelo_mlflow as mm
 from michelangelo_mlflow.testing import TrackingServer
+from tests._proxy import FaultProxy
 
 pytest_plugins = ["michelangelo_mlflow.testing.pytest_plugin"]
 
@@ -59,6 +60,27 @@ def client(tracking_server: TrackingServer) -> MlflowClient:
 def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrackingServer]:
     """A real MLflow 3 server with ``--app-name basic-auth``, shared by the session."""
     with TrackingServer(tmp_path_factory.mktemp("mlflow-auth"), basic_auth=True) as server:
+        yield server
+
+
+@pytest.fixture
+def own_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrackingServer]:
+    """A server of this test's own, which the test may kill and restart."""
+    with TrackingServer(tmp_path_factory.mktemp("killable")) as server:
+        yield server
+
+
+@pytest.fixture
+def proxy(tracking_server: TrackingServer) -> Iterator[FaultProxy]:
+    """A fault-injecting proxy in front of the shared server."""
+    with FaultProxy(tracking_server.url) as proxy:
+        yield proxy
+
+
+@pytest.fixture(scope="session")
+def other_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrackingServer]:
+    """A second real MLflow 3 server, for runs on two servers at once."""
+    with TrackingServer(tmp_path_factory.mktemp("mlflow-other")) as server:
         yield server
 
 

@@ -12,7 +12,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
@@ -34,20 +33,6 @@ from tests._proxy import FaultProxy
 
 SPOOL = ".michelangelo-mlflow-spool"
 LOG_BATCH = "/api/2.0/mlflow/runs/log-batch"
-
-
-@pytest.fixture
-def own_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrackingServer]:
-    """A server of this test's own, which the test may kill and restart."""
-    with TrackingServer(tmp_path_factory.mktemp("killable")) as server:
-        yield server
-
-
-@pytest.fixture
-def proxy(tracking_server: TrackingServer) -> Iterator[FaultProxy]:
-    """A fault-injecting proxy in front of the shared server."""
-    with FaultProxy(tracking_server.url) as proxy:
-        yield proxy
 
 
 def history(client: MlflowClient, run_id: str, key: str = "loss") -> list[tuple[int, float]]:

@@ -455,7 +455,7 @@ class RunSpool:
         if unit.kind != "update" or unit.records[0][1] not in TERMINAL or not self.children:
             return False
         keys = [c.meta.key for c in self.children if c.meta is not None and c.storage is storage]
-        return any(storage.older_than(unit.seqs[0], key) for key in keys)
+        return any(storage.pending_before(unit.seqs[0], key) for key in keys)
 
     def _send_unit(self, unit: Unit, pacer: Pacer, storage: Storage, meta: RunMeta) -> bool:
         try:

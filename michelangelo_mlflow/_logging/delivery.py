@@ -106,14 +106,23 @@ class Busy(Exception):
         reason: What it answered.
         retry_after: Seconds it asked to wait (``Retry-After``), if it did.
         timed_out: Whether the request timed out (the server may still be working on it).
+        working: Whether MLflow itself answered (its JSON error, a database error, a
+            request it is still working on): the server is up and busy. A bare 503 from
+            a proxy or load balancer in front of a server that is gone is not.
     """
 
     def __init__(
-        self, reason: str, *, retry_after: float | None = None, timed_out: bool = False
+        self,
+        reason: str,
+        *,
+        retry_after: float | None = None,
+        timed_out: bool = False,
+        working: bool = False,
     ) -> None:
         self.reason = reason
         self.retry_after = retry_after
         self.timed_out = timed_out
+        self.working = working
         super().__init__(reason)
 
 
@@ -369,13 +378,14 @@ def _request(
         raise Busy(
             f"HTTP {response.status_code} from {endpoint}",
             retry_after=_retry_after(response.headers.get("Retry-After")),
+            working=_from_mlflow(response),
         )
     try:
         verify_rest_response(response, endpoint)
     except MlflowException as exc:
         reason = str(exc.message).splitlines()[0]
         if exc.error_code == "BAD_REQUEST" and any(m in str(exc.message) for m in _DATABASE_ERROR):
-            raise Busy(f"database busy: {reason[:200]}") from exc
+            raise Busy(f"database busy: {reason[:200]}", working=True) from exc
         if response.status_code in REFUSED_DATA_STATUSES and exc.error_code not in _RUN_LEVEL:
             raise Invalid(reason) from exc
         raise Refused(_ours(exc, route, run_id)) from exc
@@ -389,10 +399,20 @@ def _raise_transport(exc: BaseException, route: Route, run_id: str) -> NoReturn:
     import requests
 
     if _caused_by(exc, requests.exceptions.ReadTimeout) or "Read timed out" in str(exc):
-        raise Busy(f"no answer within the timeout: {first_line(exc)}", timed_out=True) from exc
+        raise Busy(
+            f"no answer within the timeout: {first_line(exc)}", timed_out=True, working=True
+        ) from exc
     if _is_transport_failure(exc):
         raise Outage(first_line(exc)) from exc
     raise Refused(_ours(exc, route, run_id)) from exc
+
+
+def _from_mlflow(response: requests.Response) -> bool:
+    """Whether an error answer is MLflow's own JSON (``{"error_code": ...}``)."""
+    try:
+        return "error_code" in response.json()
+    except ValueError:
+        return False
 
 
 def _retry_after(value: str | None) -> float | None:

@@ -54,7 +54,7 @@ class Pacer:
         timeout: Seconds the next request may take.
         retry_at: ``time.monotonic()`` before which nothing is sent.
         outage: Why the server did not answer, while it does not.
-        answered_at: When the server last answered anything (busy included).
+        answered_at: When the server last answered, or said it was busy working.
         hurry: Set while a run is closing: back off at most a second.
     """
 
@@ -123,7 +123,7 @@ class Pacer:
                     delay = max(delay, exc.retry_after)
                 if exc.timed_out:
                     self.timeout = min(MAX_TIMEOUT, self.timeout * 2)
-                else:
+                if exc.working:
                     self.answered_at = time.monotonic()
             else:
                 first = self.outage is None
@@ -137,5 +137,5 @@ class Pacer:
             )  # fmt: skip
 
     def busy_recently(self, within: float) -> bool:
-        """Whether the server answered anything (even "busy") in the last ``within`` seconds."""
+        """Whether the server answered or said it was busy working, in the last ``within`` s."""
         return self.outage is None and time.monotonic() - self.answered_at < within

@@ -429,16 +429,16 @@ class Storage:
                 return self._pending.get(run, 0)
             return sum(self._pending.values())
 
-    def older_than(self, seq: int, run: int) -> bool:
-        """Whether records of other runs, stored before ``seq``, are still pending."""
+    def pending_before(self, seq: int, run: int) -> bool:
+        """Whether records of ``run`` stored before ``seq`` are still pending."""
         with self._mutex:
-            if any(s < seq and r != run for s, r, _, _ in self._memory):
+            if any(s < seq and r == run for s, r, _, _ in self._memory):
                 return True
             if self._db is None:
                 return False
             with contextlib.suppress(sqlite3.Error):
                 found = self._db.execute(
-                    "SELECT 1 FROM records WHERE seq < ? AND run != ? LIMIT 1", (seq, run)
+                    "SELECT 1 FROM records WHERE run = ? AND seq < ? LIMIT 1", (run, seq)
                 ).fetchone()
                 return found is not None
             return False
