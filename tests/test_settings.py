@@ -19,11 +19,12 @@ from pydantic import SecretStr
 from urllib3.exceptions import ConnectTimeoutError
 from urllib3.util.retry import Retry
 
-from michelangelo_mlflow import Settings, _settings
+from michelangelo_mlflow import Settings
 from michelangelo_mlflow._settings import (
     DEFAULT_EXPERIMENT,
     PREFIX,
     SettingSource,
+    _stores,
     all_variables,
     variables_of,
 )
@@ -356,7 +357,7 @@ def test_local_default_keeps_an_mlruns_store_that_holds_experiments(
 def test_local_default_of_an_mlflow_before_3_7_is_mlruns(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(_settings, "_mlflow_version", lambda: Version("2.22.5"))
+    monkeypatch.setattr(_stores, "_mlflow_version", lambda: Version("2.22.5"))
     assert Settings().effective_tracking_uri == f"file://{tmp_path}/mlruns"
 
 
@@ -796,7 +797,7 @@ def test_a_store_without_write_permission_is_refused_even_for_root(
 def test_the_installed_mlflow_refuses_the_file_store(tmp_path: Path) -> None:
     with pytest.raises(mlflow.exceptions.MlflowException, match="maintenance mode"):
         MlflowClient((tmp_path / "mlruns").as_uri()).search_experiments()
-    assert _settings._mlflow_version() == Version(mlflow.__version__)
+    assert _stores._mlflow_version() == Version(mlflow.__version__)
 
 
 @pytest.mark.parametrize("source", URI_SOURCES)
@@ -827,7 +828,7 @@ def test_a_file_store_is_accepted_when_mlflow_accepts_it(
 ) -> None:
     value = (tmp_path / "mlruns").as_uri()
     assert Settings(tracking_uri=value, allow_file_store=True).tracking_uri == value
-    monkeypatch.setattr(_settings, "_mlflow_version", lambda: Version("3.12.0"))
+    monkeypatch.setattr(_stores, "_mlflow_version", lambda: Version("3.12.0"))
     assert Settings(tracking_uri=value).tracking_uri == value
 
 
