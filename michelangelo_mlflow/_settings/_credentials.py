@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from michelangelo_mlflow._settings._sources import where
 from michelangelo_mlflow._settings._warnings import warn
 from michelangelo_mlflow.exceptions import ConfigurationError, MichelangeloMlflowWarning
 
@@ -26,17 +28,19 @@ _API_SERVER = re.compile(
 )
 
 
-def check_credentials(s: Settings, uri_variable: str) -> None:
+def check_credentials(s: Settings, origins: Mapping[str, str]) -> None:
     """Refuse incomplete or competing credentials; warn about ones sent unprotected.
 
     Args:
         s: The settings being built.
-        uri_variable: Where the tracking URI came from, for messages.
+        origins: Where each field's value came from ("argument" or its variable).
 
     Raises:
-        ConfigurationError: Half a basic-auth pair, two methods at once, incomplete
-            Databricks credentials, or a CA bundle path that is not a file.
+        ConfigurationError: Half a basic-auth pair, two methods at once (Databricks
+            included), incomplete Databricks credentials, or a CA bundle path that is
+            not a file.
     """
+    uri_variable = where(origins, "tracking_uri")
     _check_basic_pair(s)
     if s.username is not None and s.tracking_token is not None:
         raise ConfigurationError(
@@ -47,6 +51,7 @@ def check_credentials(s: Settings, uri_variable: str) -> None:
             fix="set exactly one method: unset MLFLOW_TRACKING_TOKEN or the basic-auth pair",
         )
     if s.tracking_uri is not None and s.scheme == "databricks":
+        _check_only_databricks(s, origins)
         _check_databricks(s)
         return
     _check_transport(s, uri_variable)
@@ -92,6 +97,33 @@ def _check_transport(s: Settings, uri_variable: str) -> None:
             variable="MLFLOW_TRACKING_SERVER_CERT_PATH",
             fix="point it at the PEM CA bundle that signed the server's certificate",
         )
+
+
+def _check_only_databricks(s: Settings, origins: Mapping[str, str]) -> None:
+    """Refuse basic auth or a bearer token next to a Databricks tracking URI.
+
+    MLflow's Databricks store authenticates with ``DATABRICKS_TOKEN`` (or the
+    ``databricks://`` profile) only, so ``MLFLOW_TRACKING_USERNAME``/``..._PASSWORD``
+    and ``MLFLOW_TRACKING_TOKEN`` would be ignored without a word, while the docs
+    promise exactly one method. An error rather than a warning: whoever set them
+    expects them to be used, runs would otherwise be attributed to the token's owner,
+    and a Databricks 401 would not name the variables that were really set. Unsetting
+    them breaks no setup, since Databricks never reads them.
+    """
+    fields = ("tracking_username", "tracking_password", "tracking_token")
+    ignored = [where(origins, f) for f in fields if getattr(s, f) is not None]
+    if not ignored:
+        return
+    names = " and ".join(ignored)
+    uri_variable = where(origins, "tracking_uri")
+    raise ConfigurationError(
+        f"two credential methods are set: Databricks ({uri_variable}="
+        f"{s.safe_tracking_uri!r}) and {names}, which MLflow's Databricks store ignores "
+        "(it authenticates with DATABRICKS_TOKEN or the databricks:// profile only)",
+        variable=ignored[0],
+        fix=f"set exactly one method: unset {names} to track to Databricks, or point "
+        f"{uri_variable} at the tracking server those credentials belong to",
+    )
 
 
 def _check_databricks(s: Settings) -> None:

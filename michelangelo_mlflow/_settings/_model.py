@@ -100,8 +100,8 @@ class Settings(BaseSettings, metaclass=_ErrorBoundary):
     tracking_uri: str | None = Field(
         None,
         validation_alias=env("MLFLOW_TRACKING_URI", "TRACKING_URI"),
-        description="Where runs are tracked. Unset or blank: MLflow's local default "
-        "(refused in a remote task pod).",
+        description="Where runs are tracked. Unset: MLflow's local default (refused in a "
+        "remote task pod). Blank: an error (a warning when TRACKING_URI applies).",
     )
     registry_uri: str | None = Field(
         None,
@@ -363,7 +363,7 @@ class Settings(BaseSettings, metaclass=_ErrorBoundary):
         if not isinstance(data, dict):
             return handler(data)
         data = dict(data)
-        origins = _sources.take_origins(cls.model_fields, data)
+        origins, blanks = _sources.take_origins(cls.model_fields, data)
         store_userinfo = _sources.prepare_tracking_uri(cls.model_fields, data, origins)
         try:
             settings = handler(data)
@@ -373,9 +373,12 @@ class Settings(BaseSettings, metaclass=_ErrorBoundary):
         settings._store_userinfo = store_userinfo
         if settings.tracking_uri is None:
             settings._local_default = _stores.mlflow_local_default()
+        _sources.check_blank_variables(
+            blanks, origins, local_store=settings._local_default, remote_run=settings.remote_run
+        )
         uri_variable = _sources.where(origins, "tracking_uri")
         _stores.check_store(settings, uri_variable)
-        _credentials.check_credentials(settings, uri_variable)
+        _credentials.check_credentials(settings, origins)
         _credentials.check_api_server(settings.api_server)
         return settings
 

@@ -3,11 +3,12 @@
 Values come from two sources, in this order (the first that has a value wins), then
 from the field's default:
 
-1. the keyword arguments of ``Settings(...)`` (``None``, and a blank tracking URI, mean
-   "not given");
+1. the keyword arguments of ``Settings(...)`` (``None`` means "not given"; a blank
+   tracking URI is refused);
 2. the environment variables named in the field's ``validation_alias``, in order. This
    SDK's own variables are named by an alias generator (:func:`our_variable`):
-   ``MICHELANGELO_MLFLOW_`` plus the field name in upper case.
+   ``MICHELANGELO_MLFLOW_`` plus the field name in upper case. A blank tracking-URI
+   variable gives no value; it is reported by :func:`check_blank_variables`.
 
 The environment is read once, by pydantic-settings' own environment source; the
 sources here take its snapshot. Each source records which field it supplied under
@@ -35,9 +36,17 @@ from pydantic_settings import (
     PydanticBaseSettingsSource,
 )
 
-from michelangelo_mlflow._settings._uri import DATABASES, HTTP, check_uri_form, redact
+from michelangelo_mlflow._settings._uri import (
+    DATABASES,
+    EXAMPLE_URI,
+    HTTP,
+    SET_THE_URI,
+    check_uri_form,
+    name_value,
+    redact,
+)
 from michelangelo_mlflow._settings._warnings import warn
-from michelangelo_mlflow.exceptions import ConfigurationError
+from michelangelo_mlflow.exceptions import ConfigurationError, MichelangeloMlflowWarning
 
 Fields = Mapping[str, FieldInfo]
 """``Settings.model_fields``: every field's declaration, by name."""
@@ -47,6 +56,9 @@ PREFIX = "MICHELANGELO_MLFLOW_"
 
 ORIGINS = "__michelangelo_mlflow_origins__"
 """Key under which the sources pass {field: "argument" or variable} to validation."""
+
+BLANK = "__michelangelo_mlflow_blank__"
+"""Key under which the environment passes its blank tracking-URI variables, in order."""
 
 RENAMED = {
     "preflight": "preflight_enabled",
@@ -100,7 +112,7 @@ def declared_sources(
 
 
 class _Arguments(InitSettingsSource):
-    """The keyword arguments; ``None`` (and a blank tracking URI) mean "not given".
+    """The keyword arguments; ``None`` means "not given", a blank tracking URI is refused.
 
     Renamed keywords are accepted with a ``DeprecationWarning``; an unknown keyword is
     refused with the closest known one.
@@ -119,8 +131,10 @@ class _Arguments(InitSettingsSource):
                         variable=name,
                         fix=f"pass only {name}= ({key}= is its deprecated name)",
                     )
-            if value is None or (field_of(fields, name) == "tracking_uri" and blank(value)):
+            if value is None:
                 continue
+            if field_of(fields, name) == "tracking_uri" and blank(value):
+                raise blank_argument(value)
             arguments[name] = value
         unknown = [key for key in arguments if field_of(fields, key) is None]
         if unknown:
@@ -143,8 +157,9 @@ class _Environment(PydanticBaseSettingsSource):
     """The environment: each field's variables in order; the first one set wins.
 
     Reads the snapshot that pydantic-settings' environment source took, refuses an
-    unknown ``MICHELANGELO_MLFLOW_*`` variable, skips a blank tracking URI (unset), and
-    records which variable supplied each field.
+    unknown ``MICHELANGELO_MLFLOW_*`` variable, records which variable supplied each
+    field, and passes on the tracking-URI variables that are set but blank (they give
+    no value; :func:`check_blank_variables` reports them).
     """
 
     def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str | None]) -> None:
@@ -161,6 +176,16 @@ class _Environment(PydanticBaseSettingsSource):
             return value, variable, False
         return None, field_name, False
 
+    def _blanks_before(self, supplier: str | None) -> tuple[str, ...]:
+        """The blank tracking-URI variables that outrank the one that supplied it."""
+        blanks = []
+        for variable in variables(self.settings_cls.model_fields["tracking_uri"].validation_alias):
+            if variable == supplier:
+                break
+            if blank(self.environ.get(variable)):
+                blanks.append(variable)
+        return tuple(blanks)
+
     def __call__(self) -> dict[str, Any]:
         _reject_unknown_variables(self.settings_cls.model_fields, self.environ)
         data: dict[str, Any] = {}
@@ -169,6 +194,9 @@ class _Environment(PydanticBaseSettingsSource):
             if value is not None:
                 data[variables(field.validation_alias)[0]] = value  # keyed as _Arguments
                 self.origins[name] = variable
+        blanks = self._blanks_before(self.origins.get("tracking_uri"))
+        if blanks:
+            data[BLANK] = blanks
         return {**data, ORIGINS: dict(self.origins)} if self.origins else data
 
 
@@ -217,16 +245,91 @@ def blank(value: object) -> bool:
     return isinstance(value, str) and not value.strip()
 
 
-def take_origins(fields: Fields, data: dict[str, Any]) -> dict[str, str]:
-    """Remove the sources' record from ``data``; what it lacks was given as arguments.
+def take_origins(fields: Fields, data: dict[str, Any]) -> tuple[dict[str, str], tuple[str, ...]]:
+    """Remove the sources' records from ``data``: the origins, and the blank variables.
 
     ``Settings.model_validate({...})`` passes no record: its keys count as arguments.
+
+    Returns:
+        {field: "argument" or its variable}, and the tracking-URI variables that were
+        set but blank, in precedence order.
     """
+    blanks = tuple(data.pop(BLANK, None) or ())
     origins: dict[str, str] = dict(data.pop(ORIGINS, None) or {})
     for name in fields:
         if name not in origins and key_of(fields, data, name) is not None:
             origins[name] = "argument"
-    return origins
+    return origins, blanks
+
+
+def blank_argument(value: str) -> ConfigurationError:
+    """The error for ``Settings(tracking_uri="")`` or another blank string.
+
+    An error, not a warning: ``None`` (or leaving the argument out) is the documented
+    way to say "not given", so refusing a blank breaks no setup, while accepting it
+    would track to the environment's URI or MLflow's local store when the caller meant
+    a server (typically ``tracking_uri=config.get("uri", "")`` with the key missing).
+    """
+    return ConfigurationError(
+        f"the argument tracking_uri={value!r} of Settings is blank",
+        variable="tracking_uri",
+        fix=f"pass the tracking server's URI, such as {EXAMPLE_URI}, or pass None (or "
+        "leave tracking_uri out) to read MLFLOW_TRACKING_URI, then MLflow's local store",
+    )
+
+
+def check_blank_variables(
+    blanks: tuple[str, ...],
+    origins: Mapping[str, str],
+    *,
+    local_store: str | None,
+    remote_run: bool,
+) -> None:
+    """Say so when a tracking-URI variable is set but blank and that changed the outcome.
+
+    A blank ``MLFLOW_TRACKING_URI`` (or ``TRACKING_URI``) names no store, so it gives no
+    value. When no other source names one, runs would go to MLflow's local store
+    without a word, while whoever set the variable meant a server: that is a
+    ``ConfigurationError``. Refusing it breaks no setup: the way to choose the local
+    store, leaving the variable unset, keeps working. When a later variable applies
+    (a blank ``MLFLOW_TRACKING_URI`` and the ``TRACKING_URI`` ConfigMap key), runs go
+    to a real server, and pods whose submission template leaves the variable empty
+    must keep working: that is a :class:`MichelangeloMlflowWarning`. A blank variable
+    that a keyword argument or an earlier variable outranks changed nothing.
+
+    Args:
+        blanks: The blank variables that outrank the one that applies (all of them
+            when none applies), in precedence order.
+        origins: Where each field's value came from.
+        local_store: MLflow's local default, when no tracking URI is set.
+        remote_run: Whether this is a remote task pod (``UF_REMOTE_RUN=1``).
+
+    Raises:
+        ConfigurationError: No source names a tracking URI.
+    """
+    used = origins.get("tracking_uri")
+    if not blanks or used == "argument":
+        return
+    variable = blanks[0]
+    named = name_value(variable, "").removeprefix(f"{variable}=''")
+    if used is None:
+        store = (
+            "on this remote task pod's disk (UF_REMOTE_RUN=1), lost with the pod"
+            if remote_run
+            else str(local_store)
+        )
+        raise ConfigurationError(
+            f"{variable}{named} is set but blank, so no tracking URI is given and runs "
+            f"would go to MLflow's local store {store}",
+            variable=variable,
+            fix=f"{SET_THE_URI}; or unset {variable}"
+            + ("" if remote_run else " to track to the local store on purpose"),
+        )
+    warn(
+        f"{variable}{named} is set but blank, so {used} applies; set {variable} to the "
+        f"tracking server's URI, such as {EXAMPLE_URI}, or unset it",
+        MichelangeloMlflowWarning,
+    )
 
 
 def _reject_unknown_variables(fields: Fields, environ: Mapping[str, str | None]) -> None:
@@ -266,10 +369,8 @@ def prepare_tracking_uri(
     if key is None or not isinstance(data[key], str):
         return None  # unset, or not a string: pydantic reports the type
     uri: str = data[key]
-    if blank(uri):  # Settings.model_validate({"tracking_uri": " "}): unset, as from a source
-        del data[key]
-        origins.pop("tracking_uri", None)
-        return None
+    if blank(uri):  # Settings.model_validate({"tracking_uri": " "}): an argument
+        raise blank_argument(uri)
     variable = where(origins, "tracking_uri")
     check_uri_form(uri, variable)
     parts = urlsplit(uri)

@@ -48,7 +48,7 @@ def check_store(settings: Settings, variable: str) -> None:
         if settings.remote_run:
             raise ConfigurationError(
                 "no MLflow tracking URI is set in this remote task pod (UF_REMOTE_RUN=1; "
-                "MLFLOW_TRACKING_URI and TRACKING_URI are unset or blank): runs would be "
+                "MLFLOW_TRACKING_URI and TRACKING_URI are unset): runs would be "
                 "written to the pod's local disk and lost with the pod",
                 variable="MLFLOW_TRACKING_URI",
                 fix=f"{SET_THE_URI}. (TRACKING_URI, a key of the michelangelo-config "
