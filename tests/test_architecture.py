@@ -14,6 +14,7 @@ submodule's implicit import of its parent package is not an edge (every package
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
@@ -167,6 +168,16 @@ def test_no_cycle_even_through_imports_inside_functions() -> None:
     graph = _outside_the_logging_path(import_graph(PACKAGE, deferred=True))
     found = [" -> ".join(cycle) for cycle in cycles(graph)]
     assert not found, "import cycles (counting imports inside functions):\n" + "\n".join(found)
+
+
+def test_the_layer_picture_names_every_module() -> None:
+    text = (PACKAGE.parent / "docs" / "architecture.md").read_text(encoding="utf-8")
+    unnamed = [
+        module
+        for module in _outside_the_logging_path({m: frozenset() for m in modules_of(PACKAGE)})
+        if not re.search(rf"(?<!\w){re.escape(module.rpartition('.')[2])}(?!\w)", text)
+    ]
+    assert not unnamed, f"docs/architecture.md does not name {unnamed}"
 
 
 @pytest.mark.parametrize(
