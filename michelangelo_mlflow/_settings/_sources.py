@@ -42,7 +42,6 @@ from michelangelo_mlflow._settings._uri import (
     HTTP,
     SET_THE_URI,
     check_uri_form,
-    name_value,
     redact,
 )
 from michelangelo_mlflow._settings._warnings import warn
@@ -311,7 +310,7 @@ def check_blank_variables(
     if not blanks or used == "argument":
         return
     variable = blanks[0]
-    named = name_value(variable, "").removeprefix(f"{variable}=''")
+    named = " (the michelangelo-config ConfigMap key)" if variable == "TRACKING_URI" else ""
     if used is None:
         store = (
             "on this remote task pod's disk (UF_REMOTE_RUN=1), lost with the pod"
