@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING
 from michelangelo_mlflow import exceptions
 
 if TYPE_CHECKING:
-    from michelangelo_mlflow._notebook import NotebookRun, load_ipython_extension, start_run
+    from michelangelo_mlflow._extension import load_ipython_extension
+    from michelangelo_mlflow._notebook import NotebookRun, start_run
     from michelangelo_mlflow._preflight import CheckResult, PreflightReport, preflight
     from michelangelo_mlflow._registry import MichelangeloModelRef, Registration, register_model
     from michelangelo_mlflow._run import RunOptions, TrackingRun, next_step, tracking_run
@@ -60,7 +61,7 @@ __all__ = [
 
 _HOMES = {
     "NotebookRun": "_notebook",
-    "load_ipython_extension": "_notebook",
+    "load_ipython_extension": "_extension",
     "start_run": "_notebook",
     "CheckResult": "_preflight",
     "PreflightReport": "_preflight",

@@ -53,7 +53,7 @@ class _Main(click.Group):
         try:
             return super().invoke(ctx)
         except ModuleNotFoundError as exc:  # MLflow (or a dependency of it) is not installed
-            from michelangelo_mlflow._errors import missing_dependency
+            from michelangelo_mlflow._dependencies import missing_dependency
 
             ours = missing_dependency(exc)
             if ours is None:

@@ -23,14 +23,21 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from types import ModuleType, TracebackType
+from types import TracebackType
 from typing import Literal, TypeVar
 
+from michelangelo_mlflow._dependencies import missing_dependency
+from michelangelo_mlflow._versions import (
+    Verdict,
+    client_version,
+    known_server_version,
+    skew_error,
+    verdict,
+)
 from michelangelo_mlflow.exceptions import (
     ArtifactStoreError,
     AuthenticationError,
     MichelangeloMlflowError,
-    MissingDependencyError,
     TrackingError,
     TrackingServerUnreachableError,
 )
@@ -43,12 +50,9 @@ __all__ = [
     "FIX_TLS",
     "FIX_UNREACHABLE",
     "MODEL_NOT_LOGGED",
-    "REQUIREMENTS",
     "failed_logging_a_model",
     "first_line",
     "from_foreign",
-    "import_mlflow",
-    "missing_dependency",
     "raised_by_library",
     "translate",
     "with_note",
@@ -199,17 +203,6 @@ CODE_CATEGORIES: Mapping[str, Category] = {
     ),
 }
 """Every MLflow ``ErrorCode`` and the kind of failure it means (a test checks coverage)."""
-
-REQUIREMENTS: Mapping[str, tuple[str, str]] = {
-    "mlflow": ("MLflow tracking", "mlflow>=2.22,<4"),
-    "databricks": ("MLflow (import mlflow needs databricks-sdk)", "databricks-sdk"),
-    "sklearn": ("mlflow.sklearn", "scikit-learn"),
-    "boto3": ("an S3 artifact store", "boto3"),
-    "botocore": ("an S3 artifact store", "boto3"),
-    "google": ("a GCS artifact store", "google-cloud-storage"),
-    "azure": ("an Azure Blob artifact store", "azure-storage-blob azure-identity"),
-}
-"""Top-level modules a tracked run needs, mapped to (feature, requirement line)."""
 
 _ARTIFACT_STORE_MODULES = ("botocore", "boto3", "google.api_core", "google.auth", "azure.core")
 
@@ -366,14 +359,6 @@ def with_note(error: E, note: str, *, fix: str | None = None) -> E:
 def _from_mlflow(
     exc: BaseException, *, tracking_uri: str, run_id: str | None
 ) -> MichelangeloMlflowError:
-    from michelangelo_mlflow._versions import (
-        Verdict,
-        client_version,
-        known_server_version,
-        skew_error,
-        verdict,
-    )
-
     code = str(getattr(exc, "error_code", "INTERNAL_ERROR"))
     category = CODE_CATEGORIES.get(code, "tracking")
     text = first_line(exc)
@@ -442,42 +427,6 @@ def _auth_error(code: str, text: str, tracking_uri: str) -> AuthenticationError:
         tracking_uri=tracking_uri,
         fix=FIX_PERMISSION,
     )
-
-
-def import_mlflow() -> ModuleType:
-    """``import mlflow``, with a broken or missing install as :class:`MissingDependencyError`.
-
-    ``import mlflow`` fails when MLflow is not in the task image, and also when
-    ``databricks-sdk`` is missing; either way the error names the requirement line.
-
-    Returns:
-        The ``mlflow`` module.
-
-    Raises:
-        MissingDependencyError: With the exact requirement line to add.
-    """
-    try:
-        import mlflow
-        import mlflow.tracking
-    except ModuleNotFoundError as exc:
-        ours = missing_dependency(exc)
-        if ours is None:
-            raise
-        raise ours from exc
-    return mlflow
-
-
-def missing_dependency(exc: ModuleNotFoundError) -> MissingDependencyError | None:
-    """Our error for a missing module a tracked run needs (MLflow, its SDK, a store's client).
-
-    Returns:
-        ``None`` for a module this SDK does not know (the caller's own import).
-    """
-    top = (exc.name or "").split(".")[0]
-    if top not in REQUIREMENTS:
-        return None
-    feature, requirement = REQUIREMENTS[top]
-    return MissingDependencyError(f"{feature} (module {exc.name!r})", requirement)
 
 
 def _is_artifact_store_exception(exc: BaseException) -> bool:

@@ -38,7 +38,7 @@ from michelangelo_mlflow.exceptions import ConfigurationError
 if TYPE_CHECKING:
     from mlflow.entities import RunInfo
 
-__all__ = ["NotebookRun", "ProcessExit", "load_ipython_extension", "start_run"]
+__all__ = ["NotebookRun", "ProcessExit", "start_run"]
 
 log = logging.getLogger("michelangelo_mlflow")
 
@@ -356,17 +356,3 @@ def _run_url(settings: Any, experiment_id: str, run_id: str) -> str | None:
         host = settings.databricks_host.rstrip("/")
         return f"{host}/ml/experiments/{experiment_id}/runs/{run_id}"
     return None
-
-
-def load_ipython_extension(ipython: Any) -> None:
-    """``%load_ext michelangelo_mlflow``: the ``%%tracked`` and ``%mm_run`` magics.
-
-    Args:
-        ipython: The ``InteractiveShell`` loading the extension.
-
-    Example:
-        >>> %load_ext michelangelo_mlflow  # doctest: +SKIP
-    """
-    from michelangelo_mlflow._ipython import TrackingMagics
-
-    ipython.register_magics(TrackingMagics)

@@ -36,7 +36,7 @@ from typing import Any, Literal
 
 from pydantic import SecretStr
 
-from michelangelo_mlflow._errors import import_mlflow
+from michelangelo_mlflow._dependencies import import_mlflow
 from michelangelo_mlflow._settings import Settings
 from michelangelo_mlflow._state import STATE, Holder, hold, let_go
 

@@ -20,6 +20,7 @@ from importlib.metadata import version as _dist_version
 
 from packaging.version import InvalidVersion, Version
 
+from michelangelo_mlflow._dependencies import import_mlflow
 from michelangelo_mlflow._state import STATE
 from michelangelo_mlflow.exceptions import VersionMismatchError
 
@@ -68,8 +69,6 @@ def client_version() -> str:
             return _dist_version(dist)
         except PackageNotFoundError:
             continue
-    from michelangelo_mlflow._errors import import_mlflow
-
     return str(import_mlflow().__version__)  # a source checkout; MissingDependencyError if none
 
 

@@ -85,6 +85,8 @@ def decorate_generator() -> None:
     mm.tracked(batches)
 
 
+NO_BASIC = (("MLFLOW_TRACKING_USERNAME", ""), ("MLFLOW_TRACKING_PASSWORD", ""))
+
 CASES: dict[str, Case] = {
     # --- tracking URIs, from every source -------------------------------------------
     "scheme htp": Case(settings(tracking_uri="htp://mlflow:5000"), "tracking_uri", "http://"),
@@ -100,6 +102,10 @@ CASES: dict[str, Case] = {
                     env=(("MLFLOW_TRACKING_URI", "htp://mlflow:5000"),)),
     "configmap htp": Case(settings(), "TRACKING_URI", "http://",
                           env=(("TRACKING_URI", "htp://mlflow:5000"),)),
+    "env blank": Case(settings(), "MLFLOW_TRACKING_URI", "set but blank", env=(("MLFLOW_TRACKING_URI", "  "),)),
+    "configmap blank": Case(settings(), "TRACKING_URI", "set but blank", env=(("TRACKING_URI", ""),)),
+    "argument blank": Case(settings(tracking_uri=""), "tracking_uri", "blank"),
+    "argument spaces": Case(settings(tracking_uri="   "), "tracking_uri", "blank"),
     "env blank in pod": Case(settings(), "MLFLOW_TRACKING_URI", "lost with the pod",
                              env=(("MLFLOW_TRACKING_URI", "   "), ("UF_REMOTE_RUN", "1"))),
     "pod-local sqlite": Case(settings(), "MLFLOW_TRACKING_URI", "MICHELANGELO_MLFLOW_ALLOW_LOCAL_STORE",
@@ -130,10 +136,16 @@ CASES: dict[str, Case] = {
                                   env=(("MLFLOW_TRACKING_PASSWORD", ""),)),
     "two credential methods": Case(settings(tracking_uri=LOCAL), "MLFLOW_TRACKING_TOKEN", "one method",
                                    env=(("MLFLOW_TRACKING_TOKEN", CANARY),)),
+    # the Databricks cases unset the corpus' basic-auth pair: next to Databricks it is refused
     "databricks no token": Case(settings(tracking_uri="databricks"), "DATABRICKS_TOKEN", "DATABRICKS_TOKEN",
-                                env=(("DATABRICKS_HOST", "https://adb-1.azuredatabricks.net"),)),
+                                env=(("DATABRICKS_HOST", "https://adb-1.azuredatabricks.net"), *NO_BASIC)),
     "databricks http host": Case(settings(tracking_uri="databricks"), "DATABRICKS_HOST", "https://",
-                                 env=(("DATABRICKS_HOST", "http://adb-1"), ("DATABRICKS_TOKEN", CANARY))),
+                                 env=(("DATABRICKS_HOST", "http://adb-1"), ("DATABRICKS_TOKEN", CANARY), *NO_BASIC)),
+    "databricks and basic": Case(settings(tracking_uri="databricks"), "MLFLOW_TRACKING_USERNAME", "two credential methods",
+                                 env=(("DATABRICKS_HOST", "https://adb-1.azuredatabricks.net"), ("DATABRICKS_TOKEN", CANARY))),
+    "databricks and token": Case(settings(tracking_uri="databricks"), "MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_TOKEN",
+                                 env=(("DATABRICKS_HOST", "https://adb-1.azuredatabricks.net"), ("DATABRICKS_TOKEN", CANARY),
+                                      ("MLFLOW_TRACKING_TOKEN", CANARY), *NO_BASIC)),
     "unknown keyword": Case(settings(tracking_url=LOCAL), "tracking_url", "tracking_uri"),
     "settings wrong type": Case(settings(preflight_attempts="many"), "preflight_attempts", "preflight_attempts"),
     # --- tracking_run arguments ------------------------------------------------------

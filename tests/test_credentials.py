@@ -77,6 +77,54 @@ def test_exactly_one_credential_method_is_validated_up_front(
     assert named in str(info.value)
 
 
+DATABRICKS = {"DATABRICKS_HOST": "https://adb.example.net", "DATABRICKS_TOKEN": "dapi-canary"}
+
+
+@pytest.mark.parametrize(
+    ("uri", "env", "arguments", "named"),
+    [
+        (
+            "databricks",
+            {"MLFLOW_TRACKING_USERNAME": "u", "MLFLOW_TRACKING_PASSWORD": "p"},
+            {},
+            ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"),
+        ),
+        ("databricks://ml", {"MLFLOW_TRACKING_TOKEN": "t"}, {}, ("MLFLOW_TRACKING_TOKEN",)),
+        (
+            "databricks",
+            {},
+            {"tracking_username": "u", "tracking_password": "p"},
+            ("tracking_username", "tracking_password"),
+        ),
+    ],
+    ids=["basic-variables", "token-with-a-profile", "basic-arguments"],
+)
+def test_databricks_with_another_credential_method_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+    uri: str,
+    env: dict[str, str],
+    arguments: dict[str, str],
+    named: tuple[str, ...],
+) -> None:
+    for name, value in {**DATABRICKS, "MLFLOW_TRACKING_URI": uri, **env}.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigurationError, match="two credential methods are set") as info:
+        Settings(**arguments)
+    error = info.value
+    assert error.variable == named[0]
+    for name in named:
+        assert name in error.message
+    assert f"unset {' and '.join(named)}" in (error.fix or "")
+    assert "MLFLOW_TRACKING_URI='" + uri in error.message
+    assert "dapi-canary" not in str(error)
+
+
+def test_databricks_alone_is_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in {**DATABRICKS, "MLFLOW_TRACKING_URI": "databricks"}.items():
+        monkeypatch.setenv(name, value)
+    assert Settings().credential_method == "databricks"
+
+
 def test_missing_databricks_host_and_token_are_both_named(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "databricks")
     with pytest.raises(ConfigurationError, match="DATABRICKS_HOST and DATABRICKS_TOKEN"):

@@ -19,15 +19,16 @@ from pydantic import SecretStr
 from urllib3.exceptions import ConnectTimeoutError
 from urllib3.util.retry import Retry
 
-from michelangelo_mlflow import Settings, _settings
+from michelangelo_mlflow import Settings
 from michelangelo_mlflow._settings import (
     DEFAULT_EXPERIMENT,
     PREFIX,
     SettingSource,
+    _stores,
     all_variables,
     variables_of,
 )
-from michelangelo_mlflow.exceptions import ConfigurationError
+from michelangelo_mlflow.exceptions import ConfigurationError, MichelangeloMlflowWarning
 
 BOTH = {"MLFLOW_TRACKING_URI": "http://mlflow:2", "TRACKING_URI": "http://cm:3"}
 SECRET = "s3cret-canary"
@@ -356,7 +357,7 @@ def test_local_default_keeps_an_mlruns_store_that_holds_experiments(
 def test_local_default_of_an_mlflow_before_3_7_is_mlruns(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(_settings, "_mlflow_version", lambda: Version("2.22.5"))
+    monkeypatch.setattr(_stores, "_mlflow_version", lambda: Version("2.22.5"))
     assert Settings().effective_tracking_uri == f"file://{tmp_path}/mlruns"
 
 
@@ -607,28 +608,73 @@ def test_every_uri_error_names_where_the_value_came_from(
     )
 
 
+# A blank tracking URI used to count as unset: a notebook with MLFLOW_TRACKING_URI=""
+# tracked to a local sqlite store without a word (issue 16). Now the variable or
+# argument is named, with the fix.
 @pytest.mark.parametrize("blank", ["", "   ", "\t\n"])
-@pytest.mark.parametrize("source", URI_SOURCES)
-def test_a_blank_uri_counts_as_unset(
+@pytest.mark.parametrize("source", ["MLFLOW_TRACKING_URI", "TRACKING_URI"])
+def test_a_blank_variable_with_no_other_uri_is_refused(
     monkeypatch: pytest.MonkeyPatch, source: str, blank: str, tmp_path: Path
 ) -> None:
-    settings = given(source, blank)(monkeypatch)
-    assert settings.tracking_uri is None
-    assert source_of(settings, "tracking_uri") == "default"
-    assert settings.effective_tracking_uri == f"sqlite:///{tmp_path}/mlflow.db"
+    refused(
+        lambda: given(source, blank)(monkeypatch),
+        variable=source,
+        names=("is set but blank", f"sqlite:///{tmp_path}/mlflow.db"),
+        fix=(f"unset {source} to track to the local store on purpose", EXAMPLE),
+    )
+
+
+@pytest.mark.parametrize("source", ["MLFLOW_TRACKING_URI", "TRACKING_URI"])
+def test_a_blank_variable_in_a_remote_pod_is_refused_as_lost_with_the_pod(
+    monkeypatch: pytest.MonkeyPatch, source: str
+) -> None:
     monkeypatch.setenv("UF_REMOTE_RUN", "1")
-    refused(lambda: given(source, blank)(monkeypatch), variable="MLFLOW_TRACKING_URI")
+    error = refused(
+        lambda: given(source, " ")(monkeypatch),
+        variable=source,
+        names=("is set but blank", "lost with the pod"),
+        fix=(f"MLFLOW_TRACKING_URI={EXAMPLE}", f"unset {source}"),
+    )
+    assert "on purpose" not in (error.fix or "")  # a pod-local store is refused anyway
+
+
+@pytest.mark.parametrize("blank", ["", "   ", "\t\n"])
+def test_a_blank_argument_is_refused(blank: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", EXAMPLE)  # it would have applied before
+    refused(
+        lambda: Settings(tracking_uri=blank),
+        variable="tracking_uri",
+        names=(f"tracking_uri={blank!r}", "blank"),
+        fix=("pass None (or leave tracking_uri out)", EXAMPLE),
+    )
 
 
 @pytest.mark.parametrize("blank", ["", "  "])
-def test_a_blank_mlflow_tracking_uri_lets_the_configmap_key_apply(
+def test_a_blank_mlflow_tracking_uri_lets_the_configmap_key_apply_with_a_warning(
     monkeypatch: pytest.MonkeyPatch, blank: str
 ) -> None:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", blank)
     monkeypatch.setenv("TRACKING_URI", EXAMPLE)
-    settings = Settings(tracking_uri=blank)
+    with pytest.warns(MichelangeloMlflowWarning, match="MLFLOW_TRACKING_URI is set but blank"):
+        settings = Settings()
     assert settings.tracking_uri == EXAMPLE
     assert source_of(settings, "tracking_uri") == "TRACKING_URI"
+
+
+@pytest.mark.parametrize(
+    ("argument", "env"),
+    [
+        (EXAMPLE, {"MLFLOW_TRACKING_URI": " "}),  # the argument outranks the variables
+        (None, {"MLFLOW_TRACKING_URI": EXAMPLE, "TRACKING_URI": ""}),  # outranked by the first
+    ],
+)
+def test_a_blank_variable_that_is_outranked_changes_nothing_and_says_nothing(
+    monkeypatch: pytest.MonkeyPatch, argument: str | None, env: dict[str, str]
+) -> None:
+    set_env(monkeypatch, env)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert Settings(tracking_uri=argument).tracking_uri == EXAMPLE
 
 
 SUPPORTED = (
@@ -796,7 +842,7 @@ def test_a_store_without_write_permission_is_refused_even_for_root(
 def test_the_installed_mlflow_refuses_the_file_store(tmp_path: Path) -> None:
     with pytest.raises(mlflow.exceptions.MlflowException, match="maintenance mode"):
         MlflowClient((tmp_path / "mlruns").as_uri()).search_experiments()
-    assert _settings._mlflow_version() == Version(mlflow.__version__)
+    assert _stores._mlflow_version() == Version(mlflow.__version__)
 
 
 @pytest.mark.parametrize("source", URI_SOURCES)
@@ -827,7 +873,7 @@ def test_a_file_store_is_accepted_when_mlflow_accepts_it(
 ) -> None:
     value = (tmp_path / "mlruns").as_uri()
     assert Settings(tracking_uri=value, allow_file_store=True).tracking_uri == value
-    monkeypatch.setattr(_settings, "_mlflow_version", lambda: Version("3.12.0"))
+    monkeypatch.setattr(_stores, "_mlflow_version", lambda: Version("3.12.0"))
     assert Settings(tracking_uri=value).tracking_uri == value
 
 

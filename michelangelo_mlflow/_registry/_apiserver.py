@@ -17,7 +17,7 @@ from typing import Any
 
 from michelangelo_mlflow._errors import first_line
 from michelangelo_mlflow._registry import _model_object
-from michelangelo_mlflow._registry._backends import AlreadyExists, Backend
+from michelangelo_mlflow._registry._interface import AlreadyExists, Backend
 from michelangelo_mlflow._settings import Settings
 from michelangelo_mlflow.exceptions import (
     ConfigurationError,

@@ -212,7 +212,7 @@ def register_model(
         >>> reg.michelangelo.name  # doctest: +SKIP
         'fraud-detector-1'
     """
-    from michelangelo_mlflow._errors import import_mlflow
+    from michelangelo_mlflow._dependencies import import_mlflow
     from michelangelo_mlflow._run import resolve_settings
 
     import_mlflow()
