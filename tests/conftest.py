@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
-from collections.abc import Iterator
+import re
+from collections.abc import Generator, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import mlflow
 import pytest
+from _pytest.reports import CollectReport, TestReport
 from mlflow.tracking import MlflowClient
 
 import michelangelo_mlflow as mm
@@ -15,6 +19,8 @@ from michelangelo_mlflow.testing import TrackingServer
 from tests._proxy import FaultProxy
 
 pytest_plugins = ["michelangelo_mlflow.testing.pytest_plugin"]
+
+_Report = TypeVar("_Report", TestReport, CollectReport)
 
 _ENV_PREFIXES = ("MLFLOW_", "MICHELANGELO_MLFLOW_", "MA_", "UF_", "DATABRICKS_")
 _ENV_NAMES = ("TRACKING_URI", "KUBECONFIG", "KUBERNETES_SERVICE_HOST")
@@ -101,3 +107,51 @@ def logged_model(tracking_server: TrackingServer) -> mlflow.models.model.ModelIn
         mlflow.log_metric("logloss", 0.3)
         classifier = LogisticRegression().fit([[0.0], [1.0], [0.2], [0.9]], [0, 1, 0, 1])
         return mlflow.sklearn.log_model(classifier, name="model")
+
+
+# --- tests that need a package missing on this Python (noxfile.py: tests_matrix) ---------
+
+#: The packages this session may lack, comma-separated: set by the nox session of a Python
+#: on which they cannot be installed. Anywhere else, a test that skips because a package is
+#: missing fails instead, so that a broken install cannot pass as skips.
+MAY_LACK = "MM_TEST_MAY_LACK"
+_IMPORT_SKIP = re.compile(r"could not import '([\w.]+)'")
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A test marked ``needs("pkg")`` skips where ``pkg`` cannot be imported."""
+    for marker in item.iter_markers("needs"):
+        for name in marker.args:
+            if importlib.util.find_spec(name) is None:
+                pytest.importorskip(name)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item) -> Generator[None, TestReport, TestReport]:
+    """A test skipped for a missing package fails unless the session may lack it."""
+    return _fail_unless_may_lack((yield))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(
+    collector: pytest.Collector,
+) -> Generator[None, CollectReport, CollectReport]:
+    """A module skipped by ``pytest.importorskip`` fails unless the session may lack it."""
+    return _fail_unless_may_lack((yield))
+
+
+def _fail_unless_may_lack(report: _Report) -> _Report:
+    if not report.skipped or not isinstance(report.longrepr, tuple):
+        return report
+    found = _IMPORT_SKIP.search(str(report.longrepr[2]))
+    if found is None:
+        return report
+    package = found.group(1).split(".")[0]
+    if package not in os.environ.get(MAY_LACK, "").split(","):
+        report.outcome = "failed"
+        report.longrepr = (
+            f"{report.longrepr[2]}\n{package} must be installed for this test: only a session "
+            f"on a Python where it cannot be installed may skip it ({MAY_LACK}={package}, "
+            "set by noxfile.py); install the dev dependencies (`nox -s tests`)."
+        )
+    return report

@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from mlflow.tracking import MlflowClient
 
 from michelangelo_mlflow.testing import TrackingServer
@@ -15,6 +16,7 @@ from michelangelo_mlflow.testing import TrackingServer
 ROOT = Path(__file__).parent.parent
 
 
+@pytest.mark.needs("michelangelo")  # the example runs a uniflow pipeline
 def test_pipeline_example_nests_both_task_runs_under_the_pipeline(
     tracking_server: TrackingServer,
 ) -> None:

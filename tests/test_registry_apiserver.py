@@ -11,8 +11,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import grpc
 import pytest
+
+pytest.importorskip("michelangelo")  # not installable on 3.13: see noxfile.py
+
+import grpc
 from michelangelo.gen.api.v2 import model_pb2, model_svc_pb2, model_svc_pb2_grpc
 from mlflow import MlflowClient
 

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import inspect
 
+import pytest
+
+pytest.importorskip("michelangelo")  # not installable on 3.13: see noxfile.py
+
 import michelangelo.uniflow.core as uniflow
 import mlflow
-import pytest
 from michelangelo.uniflow.core.decorator import TaskFunction
 from michelangelo.uniflow.core.utils import dot_path
 from mlflow.tracking import MlflowClient
