@@ -144,28 +144,8 @@ def test_the_package_has_no_import_cycle() -> None:
     assert not found, "import cycles (module-level imports):\n" + "\n".join(found)
 
 
-LOGGING_PATH = ("_store", "_courier", "_spool", "_delivery", "_replay", "_state", "_logging")
-"""The logging path, which the lead engineer is rewriting on main (into ``_logging/``).
-
-Left out of the deferred-imports check only: ``_courier`` and ``_store`` import each
-other inside functions, and that rewrite decides their shape. Module-level cycles are
-checked for every module, these included.
-"""
-
-
-def _outside_the_logging_path(graph: Graph) -> dict[str, frozenset[str]]:
-    def excluded(module: str) -> bool:
-        return module.split(".")[1] in LOGGING_PATH if "." in module else False
-
-    return {
-        m: frozenset(d for d in deps if not excluded(d))
-        for m, deps in graph.items()
-        if not excluded(m)
-    }
-
-
 def test_no_cycle_even_through_imports_inside_functions() -> None:
-    graph = _outside_the_logging_path(import_graph(PACKAGE, deferred=True))
+    graph = import_graph(PACKAGE, deferred=True)
     found = [" -> ".join(cycle) for cycle in cycles(graph)]
     assert not found, "import cycles (counting imports inside functions):\n" + "\n".join(found)
 
@@ -174,7 +154,7 @@ def test_the_layer_picture_names_every_module() -> None:
     text = (PACKAGE.parent / "docs" / "architecture.md").read_text(encoding="utf-8")
     unnamed = [
         module
-        for module in _outside_the_logging_path({m: frozenset() for m in modules_of(PACKAGE)})
+        for module in modules_of(PACKAGE)
         if not re.search(rf"(?<!\w){re.escape(module.rpartition('.')[2])}(?!\w)", text)
     ]
     assert not unnamed, f"docs/architecture.md does not name {unnamed}"

@@ -374,9 +374,9 @@ class RunSpool:
     def direct_store(self) -> Any:
         """MLflow's REST store for this run's server and credentials, for calls not spooled."""
         if self._direct is None:
-            from michelangelo_mlflow._logging.store import direct_store
-
-            self._direct = direct_store(self.route.host_creds, databricks=self.route.databricks)
+            self._direct = _delivery.direct_store(
+                self.route.host_creds, databricks=self.route.databricks
+            )
         return self._direct
 
     # --- waiting ------------------------------------------------------------------------

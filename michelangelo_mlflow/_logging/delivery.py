@@ -57,6 +57,8 @@ __all__ = [
     "Refused",
     "Route",
     "Unit",
+    "databricks_base",
+    "direct_store",
     "fetch_run",
     "health",
     "is_transport_failure",
@@ -525,3 +527,21 @@ def _ours(exc: BaseException, route: Route, run_id: str) -> MichelangeloMlflowEr
             run_id=run_id,
         )
     return error
+
+
+def direct_store(host_creds: Callable[[], Any], *, databricks: bool) -> Any:
+    """MLflow's own REST store for one server and set of credentials (no spool)."""
+    from mlflow.store.tracking.rest_store import RestStore
+
+    return (databricks_base() if databricks else RestStore)(host_creds)
+
+
+def databricks_base() -> type:
+    """MLflow's REST store class for Databricks (MLflow 3's tracing one when there is one)."""
+    try:  # MLflow 3
+        from mlflow.store.tracking.databricks_rest_store import DatabricksTracingRestStore
+    except ImportError:  # MLflow 2
+        from mlflow.store.tracking.rest_store import RestStore
+
+        return RestStore
+    return DatabricksTracingRestStore

@@ -38,7 +38,6 @@ if TYPE_CHECKING:
 __all__ = [
     "artifacts_repository",
     "databricks_store",
-    "direct_store",
     "host_creds",
     "http_store",
     "routing_to",
@@ -72,7 +71,9 @@ def databricks_store(store_uri: str, **_: Any) -> Any:
     """The ``databricks`` tracking store (MLflow's Databricks REST store behind the spool)."""
     from mlflow.utils.databricks_utils import get_databricks_host_creds
 
-    return _build(_databricks_base(), store_uri, get_databricks_host_creds)
+    from michelangelo_mlflow._logging.delivery import databricks_base
+
+    return _build(databricks_base(), store_uri, get_databricks_host_creds)
 
 
 def artifacts_repository(artifact_uri: str, *args: Any, **kwargs: Any) -> Any:
@@ -207,23 +208,6 @@ def _safe(uri: str) -> str:
     parts = urlsplit(uri)
     host = parts.netloc.rsplit("@", 1)[-1]
     return parts._replace(netloc=host, query="", fragment="").geturl()
-
-
-def direct_store(host_creds: Callable[[], Any], *, databricks: bool) -> Any:
-    """MLflow's own REST store for one server and set of credentials (no spool)."""
-    from mlflow.store.tracking.rest_store import RestStore
-
-    return (_databricks_base() if databricks else RestStore)(host_creds)
-
-
-def _databricks_base() -> type:
-    try:  # MLflow 3
-        from mlflow.store.tracking.databricks_rest_store import DatabricksTracingRestStore
-    except ImportError:  # MLflow 2
-        from mlflow.store.tracking.rest_store import RestStore
-
-        return RestStore
-    return DatabricksTracingRestStore
 
 
 @functools.cache
@@ -370,6 +354,8 @@ class SpoolingStoreMixin:
         if route is not None and route.tracking_uri != store_uri and store_uri == _global_uri():
             # MLflow's process-wide URI is another thread's run's: this context's tracked
             # run is on another server, and a run created through the globals goes there.
+            from michelangelo_mlflow._logging.delivery import direct_store
+
             store = direct_store(route.host_creds, databricks=route.databricks)
             return store.create_run(experiment_id, user_id, start_time, tags, run_name)
         return super().create_run(experiment_id, user_id, start_time, tags, run_name)  # type: ignore[misc]
