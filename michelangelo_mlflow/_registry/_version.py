@@ -189,7 +189,7 @@ def mlflow_version(
     if existing is None:
         version, location = _create(client, source, request, str(highest + 1))
     else:
-        version, location = existing, source.artifact_location
+        version, location = existing, _location(client, source, existing)
         for key, value in request.tags.items():
             if version.tags.get(key) != value:
                 client.set_model_version_tag(name, version.version, key, value)
@@ -202,6 +202,15 @@ def mlflow_version(
     for alias in request.aliases:
         client.set_registered_model_alias(name, alias, version.version)
     return updated(version, aliases=request.aliases), location
+
+
+def _location(client: MlflowClient, source: Source, version: ModelVersion) -> str | None:
+    """The download URI of a version found again: its LoggedModel's artifacts, if it has one."""
+    if source.model_id is None or version.source != f"models:/{source.model_id}":
+        return None
+    return source.artifact_location or str(
+        client.get_logged_model(source.model_id).artifact_location
+    )
 
 
 def _create_registered_model(client: MlflowClient, name: str) -> bool:
