@@ -5,14 +5,16 @@ Order of work, chosen so that a failure never leaves more than a retry can finis
 1. Validate everything that can be validated without side effects: the Michelangelo
    backend and its dependencies, namespace, names, kind, package type, labels,
    quality metrics. Errors here are :class:`ConfigurationError` and nothing exists.
-2. MLflow (:func:`_register_in_mlflow`): find the version that already records this
-   model (tag ``michelangelo_mlflow.model`` = ``<run id>/<model name>``, set atomically
-   with the version; a retried task that logs its model again is the same model) or
-   create it; wait until READY; set tags, description, aliases.
+2. MLflow (:func:`_register_in_mlflow`, :mod:`._version`): find the version that
+   already records this model (tag ``michelangelo_mlflow.model`` = ``<run id>/<model
+   name>``, set atomically with the version; a retried task that logs its model again
+   is the same model) or create it, from the LoggedModel when there is one, with the
+   link tags that do not wait for the Model; wait until READY; aliases.
 3. Michelangelo (:func:`_register_in_michelangelo`): create ``<model>-<version>``,
    create-only; an existing object that records the same MLflow version and run is
    accepted, anything else is a conflict.
-4. MLflow: tag the version with its Michelangelo counterpart.
+4. MLflow: tag the version ``michelangelo.name`` (and any link tag it lacks): the
+   Model exists.
 
 The configuration is the explicit ``settings=`` when given (it always wins), else the
 open tracked run's, else the environment's.

@@ -4,10 +4,10 @@ A registration is identified by ``<run id>/<model name>`` (tag
 ``michelangelo_mlflow.model``, set atomically with the version), so that a retry finds
 the version it created before. With MLflow 3 and a LoggedModel the requests are:
 
-1. ``registered-models/create``. A new name has no versions, so there is nothing to
-   search; ``RESOURCE_ALREADY_EXISTS`` means there may be one of this model:
-2. ``model-versions/search`` (existing names only): one search over the name's versions
-   finds the one that records this model, and gives the highest version number.
+1. ``model-versions/search``: one search over the name's versions finds the one that
+   records this model (a retry), and gives the highest version number.
+2. ``registered-models/create``, only when the name has no versions (a new name, as
+   a rule; an existing one answers ``RESOURCE_ALREADY_EXISTS``).
 3. ``model-versions/create`` from the LoggedModel's own URI ``models:/m-…`` (so MLflow
    has nothing to look up and nothing to warn about), with the run, the caller's tags,
    the identity, the description and the link tags known in advance. The answer says
@@ -183,9 +183,9 @@ def mlflow_version(
         The version (as this call left it) and its download URI when known.
     """
     name = request.name
-    existing, highest = None, 0
-    if not _create_registered_model(client, name):
-        existing, highest = _find_existing(client, name, source)
+    existing, highest = _find_existing(client, name, source)
+    if highest == 0:  # no versions: perhaps no registered model either
+        _create_registered_model(client, name)
     if existing is None:
         version, location = _create(client, source, request, str(highest + 1))
     else:
@@ -213,17 +213,15 @@ def _location(client: MlflowClient, source: Source, version: ModelVersion) -> st
     )
 
 
-def _create_registered_model(client: MlflowClient, name: str) -> bool:
-    """Create the registered model; ``False`` when it exists already."""
+def _create_registered_model(client: MlflowClient, name: str) -> None:
+    """Create the registered model, unless it exists already (without versions)."""
     from mlflow.exceptions import MlflowException
 
     try:
         client.create_registered_model(name)
     except MlflowException as exc:
-        if exc.error_code in _EXISTS:
-            return False
-        raise
-    return True
+        if exc.error_code not in _EXISTS:
+            raise
 
 
 def _find_existing(
