@@ -31,6 +31,7 @@ from michelangelo_mlflow._tags import (
 __all__ = [
     "dotted_path",
     "error_tags",
+    "execution",
     "os_user",
     "provenance_tags",
     "superseded_error_tags",
@@ -52,22 +53,46 @@ def provenance_tags(settings: Settings, *, task: str | None = None) -> dict[str,
     from michelangelo_mlflow import __version__
     from michelangelo_mlflow._versions import client_version
 
-    if settings.remote_run:
-        execution = "remote"
-    elif settings.local_run:
-        execution = "local"
-    else:
-        execution = "interactive"
     tags = {
         NAMESPACE: settings.namespace,
         PIPELINE_RUN: settings.pipeline_run_name,
         TASK: task,
         HOST: _hostname(),
-        EXECUTION: execution,
+        EXECUTION: execution(settings),
         SDK_VERSION: __version__,
         MLFLOW_CLIENT: client_version(),
     }
     return {key: value for key, value in tags.items() if value}
+
+
+def execution(settings: Settings) -> str:
+    """How this process runs: the value of the ``michelangelo.execution`` tag.
+
+    ``remote`` in a uniflow task pod (``UF_REMOTE_RUN``), ``local`` in a local uniflow
+    run (``UF_LOCAL_RUN``); otherwise ``interactive`` when a person types the code: an
+    IPython shell (a Jupyter notebook's kernel, the ``ipython`` terminal), the Python
+    REPL or ``python -i``; else ``script`` (``python train.py``, ``python -m …``,
+    ``python -c``, code piped to ``python``, a test runner).
+
+    Example:
+        >>> execution(Settings(tracking_uri="http://mlflow:5000"))  # doctest: +SKIP
+        'script'
+    """
+    if settings.remote_run:
+        return "remote"
+    if settings.local_run:
+        return "local"
+    return "interactive" if _interactive() else "script"
+
+
+def _interactive() -> bool:
+    """A shell reads what a person types: IPython's, or Python's own REPL (``sys.ps1``)."""
+    import sys
+
+    ipython = sys.modules.get("IPython")
+    if ipython is not None and getattr(ipython, "get_ipython", lambda: None)() is not None:
+        return True
+    return bool(sys.flags.interactive) or hasattr(sys, "ps1")
 
 
 def _hostname() -> str:

@@ -8,7 +8,7 @@ Name                                   Where, and what it holds
 ``michelangelo.pipeline_run``          ``MA_PIPELINE_RUN_NAME``: the pipeline run
 ``michelangelo.task``                  dotted path of the function run by ``tracked``
 ``michelangelo.host``                  host name (the pod's name in Kubernetes)
-``michelangelo.execution``             ``remote``, ``local`` or ``interactive``
+``michelangelo.execution``             ``remote``, ``local``, ``interactive`` or ``script``
 ``michelangelo.sdk_version``           version of michelangelo-mlflow
 ``michelangelo.mlflow_client``         version of the MLflow client
 ``michelangelo.error.type``            exception class, on a FAILED or KILLED run

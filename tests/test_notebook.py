@@ -55,7 +55,7 @@ def test_a_run_spans_cells_and_ends_finished(settings: mm.Settings, client: Mlfl
     assert stored.info.status == "FINISHED"
     assert stored.data.metrics == {"rows": 1_000}
     assert stored.data.params == {"sample": "0.1"}
-    assert stored.data.tags["michelangelo.execution"] == "interactive"
+    assert stored.data.tags["michelangelo.execution"] == "script"  # pytest is a script
     assert run.status == "FINISHED"
     assert mlflow.active_run() is None
     assert mm.NotebookRun.current() is None

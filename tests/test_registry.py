@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -151,6 +153,72 @@ def test_an_artifact_path_registers_from_the_active_run(tracking_server: Trackin
         reg = register_model("clf", name, michelangelo=False)
     assert reg.mlflow.run_id == run.info.run_id
     assert reg.mlflow.tags[SOURCE_TAG] == f"runs:/{run.info.run_id}/clf"
+
+
+class MlflowWarnings(logging.Handler):
+    """Collects what MLflow logs at WARNING and above (its logger does not propagate)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@pytest.fixture
+def mlflow_warnings() -> Iterator[MlflowWarnings]:
+    handler = MlflowWarnings()
+    logger = logging.getLogger("mlflow")
+    logger.addHandler(handler)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+
+
+@pytest.mark.parametrize("form", ["runs_uri", "artifact_path"])
+def test_a_run_uri_registers_from_its_logged_model_without_a_warning(
+    tracking_server: TrackingServer, mlflow_warnings: MlflowWarnings, form: str
+) -> None:
+    """MLflow 3 warns "Run … has no artifacts at artifact path 'model'" for runs:/ URIs."""
+    from sklearn.dummy import DummyClassifier
+
+    name = unique()
+    with mlflow_scope(Settings(tracking_uri=tracking_server.url)), mlflow.start_run() as run:
+        info = mlflow.sklearn.log_model(DummyClassifier().fit([[0], [1]], [0, 1]), name="model")
+        model = f"runs:/{run.info.run_id}/model" if form == "runs_uri" else "model"
+        before = len(mlflow_warnings.messages)  # log_model may warn (no signature)
+        reg = register_model(model, name, michelangelo=False)
+    assert mlflow_warnings.messages[before:] == []
+    assert (reg.mlflow.source, reg.mlflow.run_id) == (info.model_uri, run.info.run_id)
+    assert reg.mlflow.tags[SOURCE_TAG] == f"runs:/{run.info.run_id}/model"
+
+
+def test_a_version_is_what_mlflow_register_model_makes_of_the_same_model(
+    tracking_server: TrackingServer, logged_model: Any, mlflow_warnings: MlflowWarnings
+) -> None:
+    """Differential: the same model registered by MLflow alone and by this SDK."""
+    settings = Settings(tracking_uri=tracking_server.url)
+    ours = register_model(logged_model, unique(), michelangelo=False, settings=settings).mlflow
+    with mlflow_scope(settings):
+        client = MlflowClient()
+        theirs = mlflow.register_model(logged_model.model_uri, unique("mlflow"))
+        logged = client.get_logged_model(logged_model.model_id)
+        stored = client.get_model_version(ours.name, ours.version)
+        download = (
+            client.get_model_version_download_uri(ours.name, ours.version),
+            client.get_model_version_download_uri(theirs.name, theirs.version),
+        )
+    assert mlflow_warnings.messages == []
+    fields = ("version", "source", "run_id", "status", "model_id")
+    assert [getattr(ours, f) for f in fields] == [getattr(theirs, f) for f in fields]
+    assert [getattr(stored, f) for f in fields] == [getattr(ours, f) for f in fields]
+    assert stored.tags == ours.tags  # what register_model returned is what the server has
+    assert download[0] == download[1] == logged.artifact_location
+    recorded = json.loads(logged.tags["mlflow.modelVersions"])  # the LoggedModel's back-links
+    assert {"name": ours.name, "version": ours.version} in recorded
+    assert {"name": theirs.name, "version": theirs.version} in recorded
 
 
 def test_an_artifact_path_outside_a_run_is_a_configuration_error(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -10,12 +11,14 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
 pytest.importorskip("michelangelo")  # not installable on 3.13: see noxfile.py
 
 import grpc
+import requests
 from michelangelo.gen.api.v2 import model_pb2, model_svc_pb2, model_svc_pb2_grpc
 from mlflow import MlflowClient
 
@@ -101,6 +104,80 @@ def test_a_retried_registration_leaves_one_version_and_one_model(
         ("CreateModel", "ALREADY_EXISTS"),
         ("GetModel", "OK"),
     ]
+
+
+@contextlib.contextmanager
+def http_requests() -> Iterator[list[str]]:
+    """The HTTP requests sent meanwhile (every MLflow REST call is one), as ``METHOD path``."""
+    sent: list[str] = []
+    send = requests.Session.send
+
+    def counting(session: requests.Session, request: Any, **kwargs: Any) -> Any:
+        sent.append(f"{request.method} {urlsplit(request.url).path.split('/mlflow/', 1)[-1]}")
+        return send(session, request, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(requests.Session, "send", counting)
+        yield sent
+
+
+def test_a_registration_makes_only_the_round_trips_it_needs(
+    tracking_server: TrackingServer, logged_model: Any, api: ModelApiServer
+) -> None:
+    """One search for idempotency, MLflow's own requests, one tag; a retry creates nothing."""
+    settings = settings_for(tracking_server, api)
+    register_model(logged_model, unique("warm"), settings=settings)  # preflight, connections
+    model_id = logged_model.model_id
+    logged = [f"GET logged-models/{model_id}", f"PATCH logged-models/{model_id}/tags"]
+    link = ["GET registered-models/get", "POST model-versions/set-tag"]  # MLflow's prompt check
+    name = unique()
+    with http_requests() as sent:
+        first = register_model(logged_model, name, settings=settings)
+    assert sent == [
+        "GET model-versions/search",
+        "POST registered-models/create",
+        "POST model-versions/create",
+        f"GET logged-models/{model_id}",  # MLflow's client, in create
+        *logged,
+        *link,
+    ]
+    with http_requests() as sent:
+        again = register_model(logged_model, name, settings=settings)
+    assert again.mlflow.version == first.mlflow.version
+    assert again.mlflow.tags == first.mlflow.tags
+    assert sent == ["GET model-versions/search", f"GET logged-models/{model_id}"]
+    assert [(c.method, c.code) for c in api.calls[-3:]] == [
+        ("CreateModel", "OK"),
+        ("CreateModel", "ALREADY_EXISTS"),
+        ("GetModel", "OK"),
+    ]
+
+
+def test_a_version_number_taken_before_the_create_still_gets_the_right_links(
+    tracking_server: TrackingServer, logged_model: Any, api: ModelApiServer
+) -> None:
+    """The link tags sent with the create expect the next number; MLflow may give another."""
+    name = unique()
+    with mlflow_scope(Settings(tracking_uri=tracking_server.url)):
+        client = MlflowClient()
+        client.create_registered_model(name)
+        taken = client.create_model_version(
+            name, logged_model.model_uri, model_id=logged_model.model_id
+        )
+        client.delete_model_version(name, taken.version)  # number 1 stays taken, unseen
+    reg = register_model(logged_model, name, settings=settings_for(tracking_server, api))
+    assert reg.mlflow.version == "2"
+    [stored] = mlflow_versions(tracking_server, name)
+    expected = {
+        "michelangelo.namespace": "ml-team",
+        "michelangelo.name": f"{name}-2",
+        "michelangelo.revision_id": "2",
+        "michelangelo.registry_uri": f"models:/ml-team/{name}/2",
+        "michelangelo.backend": "apiserver",
+    }
+    assert {k: stored.tags.get(k) for k in expected} == expected
+    assert {k: reg.mlflow.tags.get(k) for k in expected} == expected
+    assert [o["metadata"]["name"] for o in api.objects()] == [f"{name}-2"]
 
 
 def test_a_crash_between_the_halves_then_a_retry_completes_the_registration(

@@ -5,14 +5,16 @@ Order of work, chosen so that a failure never leaves more than a retry can finis
 1. Validate everything that can be validated without side effects: the Michelangelo
    backend and its dependencies, namespace, names, kind, package type, labels,
    quality metrics. Errors here are :class:`ConfigurationError` and nothing exists.
-2. MLflow (:func:`_register_in_mlflow`): find the version that already records this
-   model (tag ``michelangelo_mlflow.model`` = ``<run id>/<model name>``, set atomically
-   with the version; a retried task that logs its model again is the same model) or
-   create it; wait until READY; set tags, description, aliases.
+2. MLflow (:func:`_register_in_mlflow`, :mod:`._version`): find the version that
+   already records this model (tag ``michelangelo_mlflow.model`` = ``<run id>/<model
+   name>``, set atomically with the version; a retried task that logs its model again
+   is the same model) or create it, from the LoggedModel when there is one, with the
+   link tags that do not wait for the Model; wait until READY; aliases.
 3. Michelangelo (:func:`_register_in_michelangelo`): create ``<model>-<version>``,
    create-only; an existing object that records the same MLflow version and run is
    accepted, anything else is a conflict.
-4. MLflow: tag the version with its Michelangelo counterpart.
+4. MLflow: tag the version ``michelangelo.name`` (and any link tag it lacks): the
+   Model exists.
 
 The configuration is the explicit ``settings=`` when given (it always wins), else the
 open tracked run's, else the environment's.
@@ -24,17 +26,15 @@ same arguments finds the version from 2 and completes 3 and 4.
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from michelangelo_mlflow._errors import translate
-from michelangelo_mlflow._registry import _backends, _model_object, _names
+from michelangelo_mlflow._registry import _backends, _model_object, _names, _version
 from michelangelo_mlflow._scope import mlflow_scope
 from michelangelo_mlflow._settings import Settings
-from michelangelo_mlflow._tags import MODEL_IDENTITY, MODEL_VERSION_LINKS, SOURCE
+from michelangelo_mlflow._tags import MODEL_VERSION_LINKS
 from michelangelo_mlflow.exceptions import (
     ConfigurationError,
     MichelangeloMlflowError,
@@ -44,6 +44,7 @@ from michelangelo_mlflow.exceptions import (
 )
 
 if TYPE_CHECKING:
+    from mlflow.entities import Run
     from mlflow.entities.model_registry import ModelVersion
     from mlflow.models.model import ModelInfo
     from mlflow.tracking import MlflowClient
@@ -124,13 +125,11 @@ class _Plan:
     quality_metrics: Sequence[str]
 
 
-@dataclass(frozen=True)
-class _Source:
-    """What is being registered: the URI MLflow registers, its run, and its identity."""
+_Scores = tuple[tuple[str, float], ...]
+"""Quality metrics of the run: ``(name, value)``, the primary first."""
 
-    uri: str
-    run_id: str | None
-    identity: str
+MODEL_LINK_NAME = MODEL_VERSION_LINKS[1]
+"""``michelangelo.name``: set once the Michelangelo Model exists."""
 
 
 def register_model(
@@ -271,7 +270,7 @@ def _register_in_mlflow(
     tags: Mapping[str, Any] | None,
     description: str | None,
     aliases: Sequence[str],
-) -> tuple[ModelVersion, _Source, tuple[tuple[str, float], ...]]:
+) -> tuple[ModelVersion, _version.Source, _Scores]:
     """The MLflow half: the version of this model, found or created, READY and described.
 
     The quality metrics of the Michelangelo half are read first, so that a metric the
@@ -280,30 +279,39 @@ def _register_in_mlflow(
     import mlflow
 
     tracking_uri = settings.safe_tracking_uri
+
+    def links(number: str) -> dict[str, str]:
+        return _link_tags(plan, number, complete=False) if plan is not None else {}
+
+    request = _version.VersionRequest(
+        name=name,
+        tags={key: str(value) for key, value in (tags or {}).items()},
+        description=description,
+        aliases=tuple(aliases),
+        links=links,
+        timeout=settings.register_timeout,
+        tracking_uri=tracking_uri,
+    )
     with _mlflow_errors(tracking_uri, name, "resolve the model"):
         client = mlflow.MlflowClient()
-        source = _resolve(model, client)
+        source = _version.resolve(model, client)
         metrics = plan.quality_metrics if plan is not None else ()
-        scores = _scores(client, source.run_id, metrics) if source.run_id and metrics else ()
-    version = _mlflow_version(
-        client,
-        name,
-        source,
-        tracking_uri=tracking_uri,
-        timeout=settings.register_timeout,
-        tags=tags,
-        description=description,
-        aliases=aliases,
-    )
-    return version, source, scores
+        needs_run = _version.needs_run(source, client)
+        run = client.get_run(source.run_id) if source.run_id and (metrics or needs_run) else None
+        scores = _scores(run, metrics) if run is not None and metrics else ()
+        if run is not None and needs_run:
+            source = _version.with_logged_model(source, client, run)
+    with _mlflow_errors(tracking_uri, name, f"register {source.uri}"):
+        version, location = _version.mlflow_version(client, source, request)
+    return version, replace(source, artifact_location=location), scores
 
 
 def _register_in_michelangelo(
     plan: _Plan,
     name: str,
     version: ModelVersion,
-    source: _Source,
-    scores: tuple[tuple[str, float], ...],
+    source: _version.Source,
+    scores: _Scores,
     settings: Settings,
     description: str | None,
 ) -> Registration:
@@ -315,8 +323,10 @@ def _register_in_michelangelo(
     try:
         with _mlflow_errors(tracking_uri, name, "read the version's run"):
             if not scores and plan.quality_metrics and version.run_id:
-                scores = _scores(client, version.run_id, plan.quality_metrics)
-            artifact_uri = client.get_model_version_download_uri(name, version.version)
+                scores = _scores(client.get_run(version.run_id), plan.quality_metrics)
+            artifact_uri = source.artifact_location or client.get_model_version_download_uri(
+                name, version.version
+            )
         obj = _model_object.build_model_object(
             _model_object.ModelObjectSpec(
                 namespace=plan.namespace,
@@ -344,7 +354,29 @@ def _register_in_michelangelo(
         ref = _link(client, plan, name, version, str(stored["metadata"]["name"]), tracking_uri)
     except MichelangeloMlflowError as exc:
         raise _partial(exc, plan, name, version, tracking_uri) from exc
-    return Registration(mlflow=client.get_model_version(name, version.version), michelangelo=ref)
+    links = _link_tags(plan, str(version.version), complete=True)
+    return Registration(mlflow=_version.updated(version, tags=links), michelangelo=ref)
+
+
+def _link_tags(plan: _Plan, version: str, *, complete: bool) -> dict[str, str]:
+    """The tags that link an MLflow version to its Michelangelo Model.
+
+    ``michelangelo.name`` says that the Model exists: it is set only once it does
+    (``complete``). The others only name where it goes, and are sent with the
+    version's create.
+    """
+    values = (
+        plan.namespace,
+        f"{plan.model_name}-{version}",
+        version,
+        _model_object.registry_uri(plan.namespace, plan.model_name, version),
+        plan.backend.name,
+    )
+    return {
+        key: value
+        for key, value in zip(MODEL_VERSION_LINKS, values, strict=True)
+        if complete or key != MODEL_LINK_NAME
+    }
 
 
 def _link(
@@ -355,7 +387,12 @@ def _link(
     object_name: str,
     tracking_uri: str,
 ) -> MichelangeloModelRef:
-    """Tag the MLflow version with its Michelangelo Model; the reference to that Model."""
+    """Tag the MLflow version with its Michelangelo Model; the reference to that Model.
+
+    Only the tags the version lacks are set: normally ``michelangelo.name`` alone, as
+    the others came with the create (all of them when another registration took the
+    version number expected then, or for a version made before).
+    """
     ref = MichelangeloModelRef(
         namespace=plan.namespace,
         name=object_name,
@@ -474,148 +511,10 @@ def _backend_choice(settings: Settings, michelangelo: bool | None) -> str | None
     raise AssertionError("unreachable: open_backend refuses 'off'")  # pragma: no cover
 
 
-def _resolve(model: ModelInfo | str, client: MlflowClient) -> _Source:
-    """What to register: its URI, its run, and its identity ``<run id>/<model name>``."""
-    if not isinstance(model, str):
-        uri = getattr(model, "model_uri", None)
-        if not isinstance(uri, str):
-            raise ConfigurationError(
-                f"cannot register a {type(model).__name__}: expected a ModelInfo, a "
-                "runs:/ or models:/ URI, or an artifact path of the active run",
-                variable="model",
-                fix="pass the ModelInfo that mlflow.<flavor>.log_model returned",
-            )
-        run_id = getattr(model, "run_id", None) or None
-        model_name = getattr(model, "name", None) or getattr(model, "artifact_path", None)
-        return _Source(uri, run_id, f"{run_id}/{model_name}" if run_id and model_name else uri)
-    value = model.strip()
-    if value.startswith("runs:/"):
-        parts = value[len("runs:/") :].strip("/").split("/", 1)
-        if len(parts) != 2 or not parts[0] or not parts[1]:
-            raise ConfigurationError(
-                f"{model!r} is not a runs:/<run_id>/<artifact_path> URI",
-                variable="model",
-                fix="use runs:/<run_id>/model, or pass the ModelInfo from log_model",
-            )
-        path = parts[1].rstrip("/")
-        return _Source(f"runs:/{parts[0]}/{path}", parts[0], f"{parts[0]}/{path}")
-    if value.startswith("models:/m-"):  # an MLflow 3 logged model: its run and name
-        logged = client.get_logged_model(value[len("models:/") :].split("/", 1)[0])
-        run_id = logged.source_run_id
-        return _Source(value, run_id, f"{run_id}/{logged.name}" if run_id else value)
-    if urlsplit(value).scheme:
-        return _Source(value, None, value)
-    return _from_artifact_path(model, value)
-
-
-def _from_artifact_path(model: str, value: str) -> _Source:
-    import mlflow
-
-    active = mlflow.active_run()
-    if active is None:
-        raise ConfigurationError(
-            f"{model!r} looks like an artifact path, but no MLflow run is active",
-            variable="model",
-            fix="call register_model inside the tracked run that logged the model, or pass "
-            "runs:/<run_id>/" + value.strip("/") + " or the ModelInfo from log_model",
-        )
-    run_id = str(active.info.run_id)
-    path = value.strip("/")
-    return _Source(f"runs:/{run_id}/{path}", run_id, f"{run_id}/{path}")
-
-
-def _mlflow_version(
-    client: MlflowClient,
-    name: str,
-    source: _Source,
-    *,
-    tracking_uri: str,
-    timeout: float,
-    tags: Mapping[str, Any] | None,
-    description: str | None,
-    aliases: Sequence[str],
-) -> ModelVersion:
-    import mlflow
-
-    with _mlflow_errors(tracking_uri, name, f"register {source.uri}"):
-        version = _find_existing(client, name, source)
-        if version is None:
-            marks = {MODEL_IDENTITY: source.identity, SOURCE: source.uri}
-            version = mlflow.register_model(
-                source.uri,
-                name,
-                await_registration_for=0,
-                tags={**{k: str(v) for k, v in (tags or {}).items()}, **marks},
-            )
-        else:
-            for key, value in (tags or {}).items():
-                if version.tags.get(key) != str(value):
-                    client.set_model_version_tag(name, version.version, key, str(value))
-        version = _wait_ready(client, version, timeout=timeout, tracking_uri=tracking_uri)
-        if description is not None and version.description != description:
-            client.update_model_version(name, version.version, description=description)
-        for alias in aliases:
-            client.set_registered_model_alias(name, alias, version.version)
-        return client.get_model_version(name, version.version)
-
-
-def _find_existing(client: MlflowClient, name: str, source: _Source) -> ModelVersion | None:
-    """The version that records this model already (a retry), if any."""
-    from mlflow.exceptions import MlflowException
-
-    quoted = name.replace("\\", "\\\\").replace("'", "\\'")
-    try:
-        versions = client.search_model_versions(f"name = '{quoted}'")
-    except MlflowException as exc:
-        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
-            return None
-        raise
-    matches = [
-        v
-        for v in versions
-        if v.name == name
-        and v.status != "FAILED_REGISTRATION"
-        and (
-            v.tags.get(MODEL_IDENTITY) == source.identity
-            or (MODEL_IDENTITY not in v.tags and v.tags.get(SOURCE) == source.uri)
-        )
-    ]
-    return min(matches, key=lambda v: int(v.version)) if matches else None
-
-
-def _wait_ready(
-    client: MlflowClient, version: ModelVersion, *, timeout: float, tracking_uri: str
-) -> ModelVersion:
-    deadline = time.monotonic() + timeout
-    delay = 0.1
-    while version.status != "READY":
-        if version.status == "FAILED_REGISTRATION":
-            raise RegistrationError(
-                f"MLflow failed to register {version.name!r} version {version.version} on "
-                f"{tracking_uri}: {version.status_message or 'no reason given'}",
-                model_name=version.name,
-                fix="check that the model's artifacts exist and are readable by the "
-                "tracking server, then retry (a new version is created)",
-            )
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise RegistrationError(
-                f"MLflow model {version.name!r} version {version.version} on {tracking_uri} "
-                f"is still {version.status} after {timeout:g} s",
-                model_name=version.name,
-                fix="raise MICHELANGELO_MLFLOW_REGISTER_TIMEOUT, then call register_model "
-                "again with the same arguments: it waits for this same version",
-            )
-        time.sleep(min(delay, remaining))
-        delay = min(delay * 2, 2.0)
-        version = client.get_model_version(version.name, version.version)
-    return version
-
-
-def _scores(
-    client: MlflowClient, run_id: str, metrics: Sequence[str]
-) -> tuple[tuple[str, float], ...]:
-    logged = client.get_run(run_id).data.metrics
+def _scores(run: Run, metrics: Sequence[str]) -> _Scores:
+    """The values of the quality metrics ``metrics`` that ``run`` logged."""
+    run_id = run.info.run_id
+    logged = run.data.metrics
     missing = [metric for metric in metrics if metric not in logged]
     if missing:
         raise ConfigurationError(
