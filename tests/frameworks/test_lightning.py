@@ -1,5 +1,7 @@
 """PyTorch Lightning's ``MLFlowLogger`` and ``mlflow.pytorch.autolog`` inside a tracked run.
 
+Lightning is ``pytorch_lightning`` here, as Michelangelo's trainer and examples use it.
+
 A tiny ``LightningModule`` trains on the CPU for 2 epochs of 8 steps, logging
 ``train_loss`` every step and ``val_loss`` every epoch, to an ``MLFlowLogger`` and to a
 ``CSVLogger`` beside it: the CSV file is what the framework logged, and the points on
@@ -18,13 +20,13 @@ import os
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import mlflow
 import pytest
+import pytorch_lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger, MLFlowLogger
 from mlflow.tracking import MlflowClient
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint
+from pytorch_lightning.loggers import CSVLogger, MLFlowLogger
 from torch.utils.data import DataLoader, TensorDataset
 
 import michelangelo_mlflow as mm
@@ -188,7 +190,7 @@ def test_autolog_lightning_logs_into_the_tracked_run(
     settings: mm.Settings, client: MlflowClient, tmp_path: Path
 ) -> None:
     before = all_run_ids(client)
-    autolog = {"lightning": {"log_models": False, "checkpoint": False}}
+    autolog = {"pytorch_lightning": {"log_models": False, "checkpoint": False}}
     with mm.tracking_run(experiment_name("task"), autolog=autolog, settings=settings) as run:
         L.Trainer(
             max_epochs=EPOCHS,
