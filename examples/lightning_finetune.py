@@ -303,15 +303,17 @@ def token_rows(count: int, seed: int) -> list[dict[str, object]]:
 
 
 if __name__ == "__main__":
+    import tempfile
+
     import ray.data
 
     os.environ.setdefault("UF_LOCAL_RUN", "1")
     # the task's RayTask.pre_run() calls ray.init(**_RAY_INIT_KWARGS): Ray is up already
     os.environ.setdefault("_RAY_INIT_KWARGS", "{'ignore_reinit_error': True}")
-    os.environ.setdefault("RAY_STORAGE_PATH", os.path.abspath("ray_checkpoints"))
+    os.environ.setdefault("RAY_STORAGE_PATH", tempfile.mkdtemp(prefix="ray-checkpoints-"))
     # upstream asks for 2 CPUs per Ray Train worker; Ray Data's read tasks need more
     ray.init(num_cpus=4, include_dashboard=False)
-    os.environ.setdefault("UF_STORAGE_URL", os.path.abspath("uf_storage"))
+    os.environ.setdefault("UF_STORAGE_URL", tempfile.mkdtemp(prefix="uf-storage-"))
     train = DatasetVariable.create(ray.data.from_items(token_rows(160, seed=0)))
     validation = DatasetVariable.create(ray.data.from_items(token_rows(16, seed=1)))
     train.save()  # as the pipeline's data task would: the task loads them from storage
