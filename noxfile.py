@@ -18,7 +18,12 @@ nox.options.error_on_missing_interpreters = True
 
 PYPROJECT = nox.project.load_toml("pyproject.toml")
 DEV = nox.project.dependency_groups(PYPROJECT, "dev")
+FRAMEWORKS = nox.project.dependency_groups(PYPROJECT, "frameworks")
 PYTHON = "3.11"
+FRAMEWORK_TESTS = "tests/frameworks"
+# The CPU build of torch that this project's machines keep on disk: uv does not look there
+# unless told (pip does, through its config). Without it, `torch==2.13.0` is PyPI's CUDA build.
+LOCAL_WHEELS = Path("/opt/wheels")
 
 
 def dev(*names: str) -> list[str]:
@@ -33,6 +38,19 @@ def tests(session: nox.Session) -> None:
     """Run the test suite against real MLflow servers (2.x and 3.x), gRPC and Ray."""
     session.install("-e", ".[michelangelo,kubernetes,ray]", *DEV)
     args = session.posargs or ["-p", "no:cacheprovider"]
+    # The training frameworks need torch & co.: their tests run in `nox -s frameworks`.
+    session.run("pytest", f"--ignore={FRAMEWORK_TESTS}", *args)
+
+
+@nox.session(python=PYTHON)
+def frameworks(session: nox.Session) -> None:
+    """Lightning, Transformers, XGBoost, LightGBM and Ray Train/Tune log into tracked runs."""
+    local = ["--find-links", str(LOCAL_WHEELS)] if LOCAL_WHEELS.is_dir() else []
+    torch = [r for r in FRAMEWORKS if r.startswith("torch==")]
+    # torch first, alone: a CPU build from the local wheels, before anything pulls in CUDA.
+    session.install(*local, *torch)
+    session.install(*local, "-e", ".[michelangelo,kubernetes,ray]", *DEV, *FRAMEWORKS)
+    args = session.posargs or ["-p", "no:cacheprovider", FRAMEWORK_TESTS]
     session.run("pytest", *args)
 
 

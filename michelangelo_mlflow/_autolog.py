@@ -9,7 +9,10 @@ module owns the run's ``autolog=`` option:
 
 - :func:`resolve_autolog` checks the option before any run exists (a known flavor, its
   library installed, options that its ``autolog()`` takes) and turns it into an
-  :class:`AutologPlan`;
+  :class:`AutologPlan`; the names users type for a library (``lightning``,
+  ``pytorch_lightning``, ``torch``: see :data:`ALIASES`) are MLflow's flavor for it;
+- :attr:`AutologPlan.tags` are the tags ``mlflow.<flavor>.autolog()`` puts on the runs
+  it creates (``mlflow.autologging`` and ``extra_tags``), which the tracked run carries;
 - :func:`autolog_scope` applies the plan while the run is open (patched calls log into
   the run active in their thread: this one) and, when it ends, puts back exactly the
   configuration it found: integrations it changed are switched off (their patches
@@ -45,6 +48,20 @@ log = logging.getLogger("michelangelo_mlflow")
 ALL = "mlflow"
 """The integration name of ``mlflow.autolog()`` (every supported library)."""
 
+AUTOLOGGING_TAG = "mlflow.autologging"
+"""MLflow's tag naming the integration that autologged a run (``mlflow.utils.mlflow_tags``)."""
+
+ALIASES: Mapping[str, tuple[str, str, str]] = {
+    # What users type: (MLflow's flavor, the module it needs, its requirement line).
+    # mlflow.pytorch.autolog() patches both lightning.pytorch and pytorch_lightning.
+    "lightning": ("pytorch", "lightning", "lightning"),
+    "pytorch_lightning": ("pytorch", "pytorch_lightning", "pytorch-lightning"),
+    "pytorch-lightning": ("pytorch", "pytorch_lightning", "pytorch-lightning"),
+    "torch": ("pytorch", "torch", "torch"),
+}
+"""Library names accepted for MLflow flavors; ``transformers``, ``keras`` and ``tensorflow``
+are MLflow's flavor names already."""
+
 _REFUSED = {
     "disable": "pass autolog=False to switch autologging off for the run",
     "exclusive": "leave exclusive out: exclusive=True keeps autologging out of runs the user "
@@ -64,6 +81,27 @@ class AutologPlan:
 
     calls: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...]
     disable: bool = False
+
+    @property
+    def tags(self) -> dict[str, str]:
+        """The tags ``autolog()`` gives the runs it creates, for the tracked run.
+
+        ``mlflow.autologging`` names the flavors (comma-separated when there are
+        several; left out for ``mlflow.autolog()``, which tags each run with the flavor
+        that made it), then each call's ``extra_tags``.
+
+        Example:
+            >>> AutologPlan((("pytorch", ()),)).tags
+            {'mlflow.autologging': 'pytorch'}
+        """
+        if self.disable:
+            return {}
+        flavors = [name for name, _ in self.calls if name != ALL]
+        tags = {AUTOLOGGING_TAG: ",".join(flavors)} if flavors else {}
+        for _, arguments in self.calls:
+            extra = dict(arguments).get("extra_tags") or {}
+            tags.update({str(k): str(v) for k, v in dict(extra).items() if k != AUTOLOGGING_TAG})
+        return tags
 
     def __repr__(self) -> str:
         shown = ", ".join(f"{name}({dict(args)})" for name, args in self.calls)
@@ -121,7 +159,7 @@ def _mapping_plan(value: Mapping[Any, Any]) -> AutologPlan:
     for key, options in value.items():
         if not isinstance(key, str):
             raise _error(value, f"has the key {key!r}, not a string", "use option or flavor names")
-        if key in known:
+        if key in known or key in ALIASES:
             if options is True or options is None:
                 options = {}
             if not isinstance(options, Mapping):
@@ -143,7 +181,7 @@ def _mapping_plan(value: Mapping[Any, Any]) -> AutologPlan:
 
 def _check_not_a_misspelled_flavor(key: str, known: list[str]) -> None:
     options = inspect.signature(_autolog_function(ALL)).parameters
-    close = difflib.get_close_matches(key, known, n=1)
+    close = difflib.get_close_matches(key, [*known, *ALIASES], n=1)
     if key not in options and close:
         raise _error(
             key,
@@ -155,12 +193,23 @@ def _check_not_a_misspelled_flavor(key: str, known: list[str]) -> None:
 def _flavors_plan(
     flavors: Mapping[str, Mapping[str, Any]], common: Mapping[str, Any]
 ) -> AutologPlan:
+    named: dict[str, str] = {}  # MLflow's flavor -> the name the user gave it
+    for name in flavors:
+        flavor = ALIASES[name][0] if name in ALIASES else name
+        if flavor in named:
+            raise _error(
+                list(flavors),
+                f"names {named[flavor]!r} and {name!r}, which are both MLflow's flavor {flavor!r}",
+                f"name it once (mlflow.{flavor}.autolog() covers both)",
+            )
+        named[flavor] = name
     calls = []
-    for name, options in flavors.items():
+    for flavor, name in named.items():
+        options = flavors[name]
         function = _flavor_function(name)
         arguments = {**common, **options}
-        _check_options(name, function, arguments)
-        calls.append((name, tuple(sorted(arguments.items()))))
+        _check_options(flavor, function, arguments)
+        calls.append((flavor, tuple(sorted(arguments.items()))))
     return AutologPlan(tuple(calls))
 
 
@@ -175,20 +224,21 @@ def _known_flavors() -> list[str]:
 
 
 def _flavor_function(name: str) -> Callable[..., Any]:
+    """The ``autolog`` of a flavor, or of the flavor an alias names, once its library is there."""
     from mlflow.ml_package_versions import FLAVOR_TO_MODULE_NAME
 
     known = _known_flavors()
-    if name not in known:
-        close = difflib.get_close_matches(name, known, n=3)
+    if name not in known and name not in ALIASES:
+        close = difflib.get_close_matches(name, [*known, *ALIASES], n=3)
         hint = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
         raise _error(
             name,
             "is not a flavor MLflow can autolog",
-            f"{hint}use one of: {', '.join(known)}",
+            f"{hint}use one of: {', '.join(sorted([*known, *ALIASES]))}",
         )
-    library = FLAVOR_TO_MODULE_NAME[name]
+    flavor, library, requirement = ALIASES.get(name) or (name, FLAVOR_TO_MODULE_NAME[name], "")
     if not _installed(library):
-        requirement = _requirement(name)
+        requirement = requirement or _requirement(name)
         raise ConfigurationError(
             f"autolog={name!r}: the flavor {name!r} needs the {library!r} package, which is not "
             "installed",
@@ -196,7 +246,7 @@ def _flavor_function(name: str) -> Callable[..., Any]:
             fix=f"add `{requirement}` to the requirements (or run: pip install '{requirement}'), "
             "or leave the flavor out",
         )
-    return _autolog_function(name)
+    return _autolog_function(flavor)
 
 
 def _installed(module: str) -> bool:

@@ -21,6 +21,7 @@ artifacts missing                          ArtifactStoreError
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from types import TracebackType
@@ -37,6 +38,7 @@ from michelangelo_mlflow._versions import (
 from michelangelo_mlflow.exceptions import (
     ArtifactStoreError,
     AuthenticationError,
+    ConfigurationError,
     MichelangeloMlflowError,
     TrackingError,
     TrackingServerUnreachableError,
@@ -265,8 +267,30 @@ def from_foreign(
             fix=FIX_ARTIFACTS,
         )
     if not isinstance(exc, MlflowException):
-        return None
+        return _already_active(exc)
     return _from_mlflow(exc, tracking_uri=tracking_uri, run_id=run_id)
+
+
+# MLflow 2.22 and 3.17 raise a bare Exception from mlflow.start_run() when a run is active
+# in the thread and nested=True is not passed: "Run with UUID <id> is already active. To
+# start a new run, first end the current run with mlflow.end_run(). ..."
+_ALREADY_ACTIVE = re.compile(r"^Run with UUID (\S+) is already active\.")
+
+
+def _already_active(exc: BaseException) -> ConfigurationError | None:
+    """The upstream checkpoint pattern, ``mlflow.start_run(run_id=...)`` inside a tracked run."""
+    match = _ALREADY_ACTIVE.match(str(exc)) if type(exc) is Exception else None
+    if match is None:
+        return None
+    return ConfigurationError(
+        f"mlflow.start_run() was called while the tracked run {match[1]} is active in this "
+        "thread (MLflow: 'Run with UUID ... is already active'); a tracked run is MLflow's "
+        "active run, so the call cannot open another one",
+        variable="nested",
+        fix="drop the `with mlflow.start_run(run_id=...)` line and log directly (mlflow.log_* "
+        "calls land in the tracked run), or pass nested=True: "
+        "`with mlflow.start_run(run_id=run_id, nested=True):`",
+    )
 
 
 @contextmanager

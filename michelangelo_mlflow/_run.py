@@ -330,6 +330,8 @@ class TrackingRun:
             # MLflow may fill mlflow.user from MLFLOW_TRACKING_USERNAME, a credential:
             # record the OS user instead unless the caller names one.
             "mlflow.user": _provenance.os_user(),
+            # what mlflow.<flavor>.autolog() tags the runs it creates with
+            **(self.autolog.tags if self.autolog is not None else {}),
             **self.tags,
             **_provenance.provenance_tags(self.settings, task=self.task),
         }

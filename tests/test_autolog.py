@@ -113,6 +113,32 @@ def test_lightgbm_and_sklearn_together_with_options(
     fit_logs_nothing(client, tmp_path)
 
 
+def test_the_run_carries_the_tags_mlflow_flavor_autolog_sets(
+    settings: mm.Settings, client: MlflowClient
+) -> None:
+    # Plain MLflow: mlflow.sklearn.autolog() creates a run for a fit outside any run.
+    name = experiment_name()
+    found = copy.deepcopy(autologging_utils.AUTOLOGGING_INTEGRATIONS.get("sklearn"))
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    mlflow.set_experiment(name)
+    mlflow.sklearn.autolog(log_models=False, extra_tags={"team": "risk"})
+    try:
+        LogisticRegression().fit(X, Y)
+    finally:
+        mlflow.sklearn.autolog(disable=True)
+        autologging_utils.AUTOLOGGING_INTEGRATIONS.pop("sklearn", None)
+        if found is not None:
+            autologging_utils.AUTOLOGGING_INTEGRATIONS["sklearn"] = found
+    (plain,) = runs_of(client, name)
+    autolog = {"sklearn": {"log_models": False, "extra_tags": {"team": "risk"}}}
+    with mm.tracking_run(name, autolog=autolog, settings=settings) as run:
+        LogisticRegression().fit(X, Y)
+    tags = client.get_run(run.info.run_id).data.tags
+    assert plain.data.tags["mlflow.autologging"] == "sklearn"
+    for key in ("mlflow.autologging", "team"):
+        assert tags[key] == plain.data.tags[key], key
+
+
 def test_mlflow_autolog_for_every_library(
     settings: mm.Settings, client: MlflowClient, tmp_path: Path
 ) -> None:
@@ -256,6 +282,50 @@ def test_another_threads_different_autolog_is_refused(settings: mm.Settings) -> 
 
 
 # --- bad input: a ConfigurationError before any run exists ----------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "flavor", "module"),
+    [
+        ("lightning", "pytorch", "lightning"),
+        ("pytorch_lightning", "pytorch", "pytorch_lightning"),
+        ("pytorch-lightning", "pytorch", "pytorch_lightning"),
+        ("torch", "pytorch", "torch"),
+        ("pytorch", "pytorch", "torch"),
+        ("transformers", "transformers", "transformers"),
+        ("keras", "keras", "keras"),
+        ("tensorflow", "tensorflow", "tensorflow"),
+    ],
+)
+def test_the_names_users_type_are_mlflows_flavors(name: str, flavor: str, module: str) -> None:
+    """Each name is accepted as MLflow's flavor; where its library is missing, it is named."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:  # tests/frameworks installs them
+        with pytest.raises(ConfigurationError, match=f"needs the '{module}' package") as info:
+            mm.tracking_run("x", autolog=name)
+        assert "pip install" in (info.value.fix or "")
+        return
+    run = mm.tracking_run("x", autolog=[name])
+    assert run.autolog is not None
+    assert [call for call, _ in run.autolog.calls] == [flavor]
+    assert run.autolog.tags == {"mlflow.autologging": flavor}
+
+
+@pytest.mark.parametrize(
+    ("autolog", "match", "fix"),
+    [
+        ("lightnig", "not a flavor MLflow can autolog", "did you mean 'lightning'"),
+        ("pytorch_lightnin", "not a flavor MLflow can autolog", "did you mean 'pytorch_lightning'"),
+        ("tensorflw", "not a flavor MLflow can autolog", "did you mean 'tensorflow'"),
+        (["lightning", "torch"], "both MLflow's flavor 'pytorch'", "name it once"),
+        ({"lightnin": True}, "neither an autolog option nor a flavor", "'lightning'"),
+    ],
+)
+def test_a_typo_in_a_library_name_suggests_it(autolog: Any, match: str, fix: str) -> None:
+    with pytest.raises(ConfigurationError, match=match) as info:
+        mm.tracking_run("x", autolog=autolog)
+    assert fix in (info.value.fix or "")  # "did you mean 'x'": x is the closest name
 
 
 @pytest.mark.parametrize(

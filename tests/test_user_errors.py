@@ -9,6 +9,7 @@ this SDK, chained with ``from``.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import botocore.exceptions
 import mlflow
@@ -18,7 +19,11 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 import michelangelo_mlflow as mm
-from michelangelo_mlflow.exceptions import MichelangeloMlflowError, TrackingError
+from michelangelo_mlflow.exceptions import (
+    ConfigurationError,
+    MichelangeloMlflowError,
+    TrackingError,
+)
 from tests._faults import closed_port
 
 
@@ -136,3 +141,56 @@ def _walk(tb: object) -> list[object]:
         frames.append(tb)
         tb = tb.tb_next  # type: ignore[attr-defined]
     return frames
+
+
+# --- the upstream checkpoint pattern: mlflow.start_run(run_id=...) inside the block -----
+
+
+def log_checkpoint(directory: str, run_id: str, *, nested: bool) -> None:
+    """michelangelo-examples' log_checkpoint_to_mlflow, with and without nested=True."""
+    with mlflow.start_run(run_id=run_id, nested=nested):
+        mlflow.log_artifacts(directory, "checkpoint")
+
+
+def test_start_run_with_the_tracked_runs_id_is_a_configuration_error(
+    settings: mm.Settings, client: MlflowClient, tmp_path: Path
+) -> None:
+    (tmp_path / "ckpt").mkdir()
+    (tmp_path / "ckpt" / "weights.pt").write_bytes(b"w" * 64)
+    with pytest.raises(ConfigurationError, match="is active in this thread") as info:
+        with mm.tracking_run("checkpoint-pattern", settings=settings) as run:
+            log_checkpoint(str(tmp_path / "ckpt"), run.info.run_id, nested=False)
+    error = info.value
+    assert error.variable == "nested"
+    assert "drop the `with mlflow.start_run(run_id=...)`" in (error.fix or "")
+    assert "nested=True" in (error.fix or "")
+    assert type(error.__cause__) is Exception  # MLflow's own, chained
+    assert run.info.run_id in str(error)
+    assert client.get_run(run.info.run_id).info.status == "FAILED"
+
+
+def test_a_users_bare_exception_with_mlflows_words_is_not_translated(
+    settings: mm.Settings,
+) -> None:
+    text = "Run with UUID 0123 is already active. (the user's own)"
+    with pytest.raises(Exception, match="the user's own") as info:
+        with mm.tracking_run("checkpoint-pattern", settings=settings):
+            raise Exception(text)  # a bare Exception, as MLflow raises it
+    assert type(info.value) is Exception
+
+
+def test_start_run_nested_true_logs_the_checkpoint_into_the_tracked_run(
+    settings: mm.Settings, client: MlflowClient, tmp_path: Path
+) -> None:
+    (tmp_path / "ckpt").mkdir()
+    (tmp_path / "ckpt" / "weights.pt").write_bytes(b"w" * 64)
+    with mm.tracking_run("checkpoint-pattern", settings=settings) as run:
+        log_checkpoint(str(tmp_path / "ckpt"), run.info.run_id, nested=True)
+        mlflow.log_metric("after", 1.0)  # still the tracked run
+        assert mlflow.active_run().info.run_id == run.info.run_id  # type: ignore[union-attr]
+    stored = client.get_run(run.info.run_id)
+    assert stored.info.status == "FINISHED"
+    assert stored.data.metrics == {"after": 1.0}
+    files = [f.path for f in client.list_artifacts(run.info.run_id, "checkpoint")]
+    assert files == ["checkpoint/weights.pt"]
+    assert "mlflow.parentRunId" not in stored.data.tags  # not made a child of itself

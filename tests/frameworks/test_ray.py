@@ -1,0 +1,130 @@
+"""Ray Train's ``TorchTrainer`` and Ray Tune's ``MLflowLoggerCallback`` inside a tracked run.
+
+One local Ray (2 CPUs) serves the module. Ray Train workers log through
+``mm.ray.worker_run()`` (into the driver's tracked run) and through Ray's own
+``setup_mlflow`` (a run of their own, made a child with the ``mlflow.parentRunId``
+tag, the one line docs/frameworks.md adds). Ray Tune's callback runs in the driver
+and creates one run per trial with ``MlflowClient().create_run()``: with the logging
+path's child-run rule, each trial is a child of the tracked run.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import ray
+import torch
+from mlflow.tracking import MlflowClient
+from ray import tune
+from ray.air.integrations.mlflow import MLflowLoggerCallback, setup_mlflow
+from ray.train import RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+
+import michelangelo_mlflow as mm
+from michelangelo_mlflow import ray as mm_ray
+from tests.frameworks.conftest import (
+    PARENT,
+    all_run_ids,
+    children_of,
+    dict_of,
+    experiment_name,
+    points,
+)
+
+STEPS = 5
+_ENV_PREFIXES = ("MLFLOW_", "MICHELANGELO_MLFLOW_", "DATABRICKS_")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ray_cluster() -> Iterator[None]:
+    """A local Ray whose processes inherit no MLflow variable from this process."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name in list(os.environ):
+            if name.startswith(_ENV_PREFIXES):
+                patch.delenv(name)
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def train_loop(config: dict[str, Any]) -> None:
+    """Tiny SGD; rank 0 logs each step's loss through worker_run() and setup_mlflow."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    own = setup_mlflow(
+        config,
+        tracking_uri=os.environ["MLFLOW_TRACKING_URI"],  # from mm.ray.runtime_env()
+        experiment_name=config["experiment"],
+        tags={PARENT: config["parent"]},  # the line that makes it a child of the task's run
+    )
+    with mm_ray.worker_run() as run:
+        for step in range(STEPS):
+            x = torch.randn(8, 4)
+            loss = torch.nn.functional.mse_loss(model(x), x.sum(1, keepdim=True))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            run.log_metric("loss", float(loss), step=step)
+            own.log_metric("ray_loss", float(loss), step=step)
+
+
+def test_torch_trainer_workers_log_into_the_run_and_a_child(
+    settings: mm.Settings, client: MlflowClient, tmp_path: Path
+) -> None:
+    before = all_run_ids(client)
+    name = experiment_name("ray-train")
+    with mm.tracking_run(name, "train", settings=settings) as run:
+        TorchTrainer(
+            train_loop,
+            train_loop_config={"experiment": name, "parent": run.info.run_id},
+            scaling_config=ScalingConfig(num_workers=2, resources_per_worker={"CPU": 0.5}),
+            run_config=RunConfig(
+                name="frameworks-train",
+                storage_path=str(tmp_path / "ray"),
+                worker_runtime_env=mm_ray.runtime_env(),
+            ),
+        ).fit()
+    (child,) = children_of(client, run.info.run_id)
+    assert all_run_ids(client) - before == {run.info.run_id, child.info.run_id}
+    tracked = points(client, run.info.run_id, "loss")
+    assert [s for s, _ in tracked] == list(range(STEPS))  # rank 0 only
+    assert points(client, child.info.run_id, "ray_loss") == tracked  # the same values
+    assert client.get_run(run.info.run_id).info.status == "FINISHED"
+    # setup_mlflow never ends its run: the block gives it the block's status.
+    assert client.get_run(child.info.run_id).info.status == "FINISHED", dict_of(child)
+
+
+def trainable(config: dict[str, Any]) -> None:
+    for step in range(STEPS):
+        tune.report({"score": config["x"] * step})
+
+
+def test_tune_mlflow_logger_callback_makes_each_trial_a_child(
+    settings: mm.Settings, client: MlflowClient, tmp_path: Path
+) -> None:
+    before = all_run_ids(client)
+    name = experiment_name("ray-tune")
+    with mm.tracking_run(name, "tune", settings=settings) as run:
+        callback = MLflowLoggerCallback(
+            tracking_uri=settings.tracking_uri, experiment_name=name, save_artifact=False
+        )
+        tune.Tuner(
+            trainable,
+            param_space={"x": tune.grid_search([1, 2])},
+            run_config=tune.RunConfig(storage_path=str(tmp_path / "tune"), callbacks=[callback]),
+        ).fit()
+    trials = children_of(client, run.info.run_id)
+    assert all_run_ids(client) - before == {run.info.run_id, *(t.info.run_id for t in trials)}
+    assert sorted(t.data.params["x"] for t in trials) == ["1", "2"]
+    for trial in trials:
+        x = float(trial.data.params["x"])
+        assert [v for _, v in points(client, trial.info.run_id, "score")] == [
+            x * step for step in range(STEPS)
+        ]
+        assert trial.info.status == "FINISHED", dict_of(trial)
+    assert client.get_run(run.info.run_id).info.status == "FINISHED"
