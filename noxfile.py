@@ -96,7 +96,9 @@ def tests_matrix(session: nox.Session) -> None:
     # The MLflow 2.x compatibility tests run MLflow 2.22 in a virtualenv of its own, the
     # same on every session: 3.11's `tests` covers them, and CI stays within its hour.
     args = session.posargs or ["-p", "no:cacheprovider", "-m", "not mlflow2"]
-    session.run("pytest", *args, env={"MM_TEST_MAY_LACK": ",".join(lacking)})
+    session.run(
+        "pytest", f"--ignore={FRAMEWORK_TESTS}", *args, env={"MM_TEST_MAY_LACK": ",".join(lacking)}
+    )
 
 
 @nox.session(python=PYTHON)
