@@ -337,7 +337,10 @@ class TrackingRun:
         }
         if self.run_id is not None:
             return self._resume(self.run_id, tags, description=True)
-        experiment = experiment_id(self._client(), self.settings, self.experiment)
+        if self.nested and active is not None and self.experiment is None:
+            experiment = active.info.experiment_id  # where MLflow nests a run: its parent's
+        else:
+            experiment = experiment_id(self._client(), self.settings, self.experiment)
         key = _pipeline.task_key(
             self.settings, task=self.options.get("key") or self.task, run_name=self.run_name
         )

@@ -212,7 +212,14 @@ class RunSpool:
             Where the copy is kept.
         """
         storage, _ = self._storage()
-        relative = storage.keep(Path(local))
+        try:
+            relative = storage.keep(Path(local))
+        except OSError as exc:  # a full or read-only disk: upload from where the user left it
+            log.warning(
+                "could not copy %s into the spool (%s); it is uploaded from where it is when "
+                "the server answers again: keep it there until the run ends", local, exc,
+            )  # fmt: skip
+            relative = str(Path(local).resolve())
         self.append([["a", relative, artifact_path, repository]])
         return storage.files / relative
 

@@ -137,6 +137,7 @@ class Storage:
         self._stored_runs: set[int] = set()
         self._seq = 0
         self._pending: dict[int, int] = {}  # bytes not yet acknowledged, by run key
+        self._floor: dict[int, int] = {}  # the last seq acknowledged, by run key
         self._runs: dict[int, RunMeta] = {}
         self.closed = False
 
@@ -321,7 +322,9 @@ class Storage:
         return str(relative)
 
     def discard(self, relative: str) -> None:
-        """Delete a kept artifact once uploaded."""
+        """Delete a kept artifact's copy once uploaded (never a file the user left in place)."""
+        if Path(relative).is_absolute():
+            return
         shutil.rmtree((self.files / relative).parent, ignore_errors=True)
 
     # --- reading and acknowledging ------------------------------------------------------
@@ -332,19 +335,26 @@ class Storage:
             if self._db is not None:
                 with contextlib.suppress(sqlite3.Error):
                     rows = self._db.execute(
-                        "SELECT seq, kind, body FROM records WHERE run = ? ORDER BY seq LIMIT ?",
-                        (run, limit),
+                        "SELECT seq, kind, body FROM records WHERE run = ? AND seq > ? "
+                        "ORDER BY seq LIMIT ?",
+                        (run, self._floor.get(run, 0), limit),
                     ).fetchall()
             if len(rows) < limit:
                 rows += [(s, k, b) for s, r, k, b in self._memory if r == run][: limit - len(rows)]
         return [(seq, kind, json.loads(body)) for seq, kind, body in rows]
 
     def ack(self, run: int, seqs: list[int], *, reason: str | None = None) -> None:
-        """Forget records the server took (or, with ``reason``, refused: kept aside)."""
+        """Forget records the server took (or, with ``reason``, refused: kept aside).
+
+        Records of a run are acknowledged in order, so everything up to the highest
+        ``seq`` is done: it is never read again, even when the disk refuses the delete
+        (a full disk can), which is then tried again with the next acknowledgement.
+        """
         if not seqs:
             return
         with self._mutex:
             low, high = min(seqs), max(seqs)
+            self._floor[run] = max(self._floor.get(run, 0), high)
             kept, freed = [], 0
             for row in self._memory:
                 if row[1] == run and low <= row[0] <= high:
@@ -359,24 +369,35 @@ class Storage:
             self._pending[run] = max(0, self._pending.get(run, 0) - freed)
 
     def _delete(self, run: int, low: int, high: int, reason: str | None) -> int:
+        """Delete acknowledged rows; the bytes the range held (deleted now or later)."""
         assert self._db is not None
         where = "run = ? AND seq BETWEEN ? AND ?"
         try:
-            with _transaction(self._db):
-                freed = self._db.execute(
-                    f"SELECT COALESCE(SUM(LENGTH(body)), 0) FROM records WHERE {where}",
-                    (run, low, high),
-                ).fetchone()[0]
-                if reason is not None:
-                    self._db.execute(
-                        f"INSERT OR IGNORE INTO rejected SELECT seq, run, kind, body, ? "
-                        f"FROM records WHERE {where}",
-                        (reason, run, low, high),
-                    )
-                self._db.execute(f"DELETE FROM records WHERE {where}", (run, low, high))
-        except sqlite3.Error as exc:  # a full disk can refuse even a delete: sent again later
-            self._to_memory(exc)
+            freed = self._db.execute(
+                f"SELECT COALESCE(SUM(LENGTH(body)), 0) FROM records WHERE {where}",
+                (run, low, high),
+            ).fetchone()[0]
+            rejected = (
+                self._db.execute(
+                    f"SELECT kind, body FROM records WHERE {where}", (run, low, high)
+                ).fetchall()
+                if reason is not None
+                else []
+            )
+        except sqlite3.Error:
             return 0
+        try:
+            with _transaction(self._db):
+                self._db.executemany(
+                    "INSERT OR IGNORE INTO rejected VALUES (?, ?, ?, ?, ?)",
+                    [(low + i, run, kind, body, reason) for i, (kind, body) in enumerate(rejected)],
+                )
+                self._db.execute(
+                    "DELETE FROM records WHERE run = ? AND seq <= ?", (run, self._floor[run])
+                )
+        except sqlite3.Error as exc:  # a full disk can refuse even a delete: tried again later
+            self._memory_rejected += [(run, kind, body, str(reason)) for kind, body in rejected]
+            self._to_memory(exc)
         return int(freed)
 
     def drop_oldest_metrics(self, run: int, excess: int) -> int:
@@ -438,7 +459,8 @@ class Storage:
                 return False
             with contextlib.suppress(sqlite3.Error):
                 found = self._db.execute(
-                    "SELECT 1 FROM records WHERE run = ? AND seq < ? LIMIT 1", (run, seq)
+                    "SELECT 1 FROM records WHERE run = ? AND seq > ? AND seq < ? LIMIT 1",
+                    (run, self._floor.get(run, 0), seq),
                 ).fetchone()
                 return found is not None
             return False
