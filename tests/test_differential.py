@@ -87,8 +87,14 @@ ALLOWED_DIFFERENCES = {
     ),
     "sigterm-killed": Allowed(
         "After SIGTERM the run holds the calls that returned before it, and is KILLED.",
-        "Plain MLflow dies at the signal; the expected state is plain MLflow's run of "
-        "the same prefix ended with `end_run('KILLED')`.",
+        "Plain MLflow dies at the signal and leaves the run RUNNING; the expected state is "
+        "plain MLflow's run of the same prefix ended with `end_run('KILLED')`.",
+    ),
+    "sigint-killed": Allowed(
+        "After SIGINT (KeyboardInterrupt) the run is KILLED; plain MLflow's "
+        "`with mlflow.start_run()` ends it FAILED.",
+        "The SDK tells an interrupted task from a failed one, as documented for "
+        "`tracking_run`; everything else is compared as is.",
     ),
 }
 
@@ -99,18 +105,18 @@ def ignored_tag(key: str) -> bool:
 
 
 _SOAK = os.environ.get("MM_SOAK") == "1"
-_COMMON = {
-    "deadline": None,
-    "database": None,
-    "print_blob": True,
-    "suppress_health_check": [
+_COMMON = settings(
+    deadline=None,
+    database=None,
+    print_blob=True,
+    suppress_health_check=[
         HealthCheck.function_scoped_fixture,  # the fixtures used are session-wide
         HealthCheck.too_slow,
         HealthCheck.data_too_large,
     ],
-}
-CI = settings(max_examples=16, derandomize=True, **_COMMON)  # about 4 minutes on 2 cores
-SOAK = settings(max_examples=400, **_COMMON)
+)
+CI = settings(_COMMON, max_examples=16, derandomize=True)  # about 4 minutes on 2 cores
+SOAK = settings(_COMMON, max_examples=400)
 PROFILE = SOAK if _SOAK else CI
 
 
@@ -150,20 +156,48 @@ def spool_disk() -> Iterator[Path]:
         mountpoint.rmdir()
 
 
-def differences(program: Program, expected: Any, actual: Any, sdk: Outcome, plain: Outcome) -> list[str]:
-    """What differs beyond ``ALLOWED_DIFFERENCES``, one line each."""
+class Differs(AssertionError):
+    """The SDK's server (or task) ended up other than plain MLflow's."""
+
+
+# One exception type per kind, so that Hypothesis shrinks and reports each kind apart.
+KINDS = ("raised", "signal", "exit", "runs", "status", "metrics", "params", "tags", "artifacts")
+DIFFERS = {kind: type(f"{kind.capitalize()}Differ", (Differs,), {}) for kind in KINDS}
+
+
+def differences(
+    program: Program, expected: list[Any], actual: list[Any], sdk: Outcome, plain: Outcome
+) -> list[tuple[str, str]]:
+    """What differs beyond ``ALLOWED_DIFFERENCES``: ``(kind, what)``, in ``KINDS`` order."""
     found = []
-    if expected != actual:
-        found.append(f"server state:\n  plain MLflow: {expected}\n  with the SDK: {actual}")
     # `refusal-at-run-end`: the SDK may return where plain MLflow raised, never the reverse.
     for op_id, kind in sorted(sdk.raised.items()):
         if op_id not in plain.raised:
-            found.append(f"call {op_id} raised {kind} with the SDK only")
+            found.append(("raised", f"call {op_id} raised {kind} with the SDK only"))
     if any("SURVIVED" in line for line in sdk.lines):
-        found.append("the task survived SIGTERM")
-    if program["ending"] == "raise" and program["sigterm"] is None and sdk.exit_error != "ValueError":
-        found.append(f"the block's ValueError became {sdk.exit_error}")
+        found.append(("signal", "the task survived its signal"))
+    ended_by_raise = program["ending"] == "raise" and program["signal_at"] is None
+    if ended_by_raise and sdk.exit_error != "ValueError":
+        found.append(("exit", f"the block's ValueError became {sdk.exit_error}"))
+    if program["signal_at"] is not None and program["signal"] == "SIGINT":
+        expected = [_interrupted(run) for run in expected]  # `sigint-killed`
+    runs = [(r["name"], r["parent"]) for r in expected]
+    if runs != [(r["name"], r["parent"]) for r in actual]:
+        found.append(("runs", "the runs (name, parent) differ"))
+    else:
+        for plain_run, sdk_run in zip(expected, actual, strict=True):
+            for field in KINDS[4:]:
+                if plain_run[field] != sdk_run[field]:
+                    found.append((field, f"{field} of {plain_run['name']} differ"))
+    if found:
+        found.append(("state", f"plain MLflow: {expected}\nwith the SDK: {actual}"))
     return found
+
+
+def _interrupted(run: dict[str, Any]) -> dict[str, Any]:
+    if run["parent"] is None and run["status"] == "FAILED":
+        return {**run, "status": "KILLED"}
+    return run
 
 
 def check(program: Program, plain_uri: str, side: SdkSide, spool_root: Path | None) -> None:
@@ -193,23 +227,32 @@ def check(program: Program, plain_uri: str, side: SdkSide, spool_root: Path | No
                 faults,
             )
             plain = plain_run.result()
+        if plain.exit_error not in (None, "ValueError"):  # the program's own ValueError
+            raise RuntimeError(f"the plain task failed: {plain.lines}\n{plain.stderr}")
         synced = sync(side.proxy.url, spool, work / "sdk") if cut_short(program) else None
         expected = server_state(plain_uri, experiment, ignored_tag)
         actual = server_state(side.server.url, experiment, ignored_tag)
         found = differences(program, expected, actual, sdk, plain)
-        assert not found, _report(found, sdk, plain, synced)
+        if found:
+            raise DIFFERS[found[0][0]](_report(found, sdk, plain, synced))
     finally:
         shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(spool, ignore_errors=True)
 
 
 def _report(
-    found: list[str], sdk: Outcome, plain: Outcome, synced: subprocess.CompletedProcess[str] | None
+    found: list[tuple[str, str]],
+    sdk: Outcome,
+    plain: Outcome,
+    synced: subprocess.CompletedProcess[str] | None,
 ) -> str:
-    lines = [*found, f"sdk task said: {sdk.lines} (exit {sdk.returncode})"]
+    lines = [what for _, what in found]
+    lines.append(f"sdk task said: {sdk.lines} (exit {sdk.returncode})")
     lines.append(f"plain task said: {plain.lines} (exit {plain.returncode})")
     if synced is not None:
-        lines.append(f"sync (exit {synced.returncode}): {synced.stdout[-1500:]}{synced.stderr[-1500:]}")
+        lines.append(
+            f"sync (exit {synced.returncode}): {synced.stdout[-1500:]}{synced.stderr[-1500:]}"
+        )
     lines.append(f"sdk stderr tail: {sdk.stderr[-2500:]}")
     return "\n".join(lines)
 

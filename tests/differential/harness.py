@@ -118,10 +118,9 @@ def run_task(
     return outcome
 
 
-def _converse(
-    process: subprocess.Popen[str], program: Program, faults: Faults | None
-) -> Outcome:
-    assert process.stdout is not None and process.stdin is not None
+def _converse(process: subprocess.Popen[str], program: Program, faults: Faults | None) -> Outcome:
+    assert process.stdout is not None
+    assert process.stdin is not None
     outcome = Outcome()
     fault = program["fault"]
     started = time.monotonic()
@@ -173,9 +172,7 @@ def task_environment(**extra: str) -> dict[str, str]:
     return {**env, **extra}
 
 
-def server_state(
-    tracking_uri: str, experiment: str, ignored_tag: Any
-) -> list[dict[str, Any]]:
+def server_state(tracking_uri: str, experiment: str, ignored_tag: Any) -> list[dict[str, Any]]:
     """Every run of ``experiment``, each as a comparable ``dict``, sorted.
 
     A run is its name, its parent's name, status, params, tags (without those

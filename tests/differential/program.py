@@ -11,8 +11,8 @@ A program is plain JSON (``dict``), so that ``task.py`` runs it in a fresh proce
   joined before the next step.
 - ``ending``: how the block ends: ``ok`` (FINISHED), ``raise`` (the block raises:
   FAILED) or ``end_failed`` (the user calls ``mlflow.end_run("FAILED")`` in the block).
-- ``sigterm``: ``None``, or the barrier (before step ``k``; ``len(steps)``: after the last
-  step) at which the task process gets SIGTERM.
+- ``signal_at``: ``None``, or the barrier (before step ``k``; ``len(steps)``: after the
+  last step) at which the task process gets ``signal`` (``SIGTERM`` or ``SIGINT``).
 - ``fault``: ``None``, or a server fault ``{"kind", "start", "end"}`` switched on at
   barrier ``start`` and off at barrier ``end`` (``len(steps) + 1``: after the task exited).
 
@@ -125,7 +125,10 @@ def _concurrent() -> st.SearchStrategy[Op]:
             "child": st.one_of(
                 st.none(),
                 st.fixed_dictionaries(
-                    {"how": st.sampled_from(["pool", "fork"]), "chunks": st.lists(chunk, 1, 2)}
+                    {
+                        "how": st.sampled_from(["pool", "fork"]),
+                        "chunks": st.lists(chunk, min_size=1, max_size=2),
+                    }
                 ),
             ),
         }
@@ -138,7 +141,7 @@ def _nested() -> st.SearchStrategy[Op]:
             "op": st.just("nested"),
             # mm.tracking_run(nested=True), or mlflow.start_run(nested=True) as a library does
             "via": st.sampled_from(["sdk", "mlflow"]),
-            "ops": st.lists(calls("nested", ("fluent", "client")), 0, 4),
+            "ops": st.lists(calls("nested", ("fluent", "client")), max_size=4),
         }
     )
 
@@ -152,7 +155,8 @@ def programs(draw: st.DrawFn, fault_kinds: tuple[str, ...] = FAULT_KINDS) -> Pro
             steps.insert(draw(st.integers(0, len(steps))), draw(special))
     last = len(steps)
     fault = None
-    if fault_kinds and draw(st.booleans()):
+    with_fault: bool = draw(st.booleans())
+    if fault_kinds and with_fault:
         start = draw(st.integers(0, last))
         fault = {
             "kind": draw(st.sampled_from(fault_kinds)),
@@ -162,7 +166,8 @@ def programs(draw: st.DrawFn, fault_kinds: tuple[str, ...] = FAULT_KINDS) -> Pro
     program: Program = {
         "steps": steps,
         "ending": draw(st.sampled_from(["ok", "raise", "end_failed"])),
-        "sigterm": draw(st.one_of(st.none(), st.integers(0, last))),
+        "signal_at": draw(st.one_of(st.none(), st.integers(0, last))),
+        "signal": draw(st.sampled_from(["SIGTERM", "SIGINT"])),
         "fault": fault,
     }
     _number(program)
@@ -188,8 +193,8 @@ def _number(program: Program) -> None:
 
 
 def cut_short(program: Program) -> bool:
-    """Whether the task cannot end its run itself: SIGTERM, or a fault still on at exit."""
+    """Whether the task cannot end its run itself: a signal, or a fault still on at exit."""
     fault = program["fault"]
-    return program["sigterm"] is not None or (
+    return program["signal_at"] is not None or (
         fault is not None and fault["end"] > len(program["steps"])
     )

@@ -173,7 +173,7 @@ def nested(step: dict[str, Any], open_run: Callable[..., AbstractContextManager[
 
 
 def barrier(index: int, program: dict[str, Any], mode: str) -> bool:
-    """Stop for the test's faults (sdk), then take SIGTERM here if the program says so.
+    """Stop for the test's faults (sdk), then take the program's signal here, if it says so.
 
     Returns:
         ``True`` when the plain run must stop here, ended KILLED.
@@ -182,14 +182,16 @@ def barrier(index: int, program: dict[str, Any], mode: str) -> bool:
         say(f"BARRIER {index}")
         if sys.stdin.readline().strip() != "go":
             raise SystemExit("the test went away")
-    if program["sigterm"] != index:
+    if program["signal_at"] != index:
         return False
-    if mode == "plain":
+    if mode == "plain" and program["signal"] == "SIGTERM":
         mlflow.end_run("KILLED")  # what a SIGTERM here leaves with plain MLflow
         return True
-    os.kill(os.getpid(), signal.SIGTERM)
-    time.sleep(120)  # the signal ends the process; a survivor is reported
-    say("SURVIVED SIGTERM")
+    # SIGINT in both modes (KeyboardInterrupt: plain MLflow ends the run FAILED), and
+    # SIGTERM with the SDK: the process ends by it.
+    os.kill(os.getpid(), signal.Signals[program["signal"]])
+    time.sleep(120)
+    say(f"SURVIVED {program['signal']}")
     return True
 
 
