@@ -65,16 +65,17 @@ class Faults:
 
 
 def _fill(path: Path) -> None:
-    """Write ``path`` until the file system is full."""
-    block = b"\0" * 65536
+    """Write ``path`` until the file system is full, to the last byte."""
     with path.open("ab", buffering=0) as file:
-        while True:
-            try:
-                file.write(block)
-            except OSError as exc:
-                if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                    return
-                raise
+        for size in (1 << 16, 1 << 12, 1):
+            block = b"\0" * size
+            while True:
+                try:
+                    file.write(block)
+                except OSError as exc:
+                    if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                        raise
+                    break
 
 
 @dataclass

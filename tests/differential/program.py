@@ -198,3 +198,40 @@ def cut_short(program: Program) -> bool:
     return program["signal_at"] is not None or (
         fault is not None and fault["end"] > len(program["steps"])
     )
+
+
+def written(
+    *steps: Op,
+    ending: str = "ok",
+    signal_at: int | None = None,
+    signal: str = "SIGTERM",
+    fault: dict[str, Any] | None = None,
+) -> Program:
+    """A program written by hand, for explicit examples (``@example``)."""
+    written: Program = {
+        "steps": [dict(step) for step in steps],
+        "ending": ending,
+        "signal_at": signal_at,
+        "signal": signal,
+        "fault": fault,
+    }
+    _number(written)
+    return written
+
+
+def metric(step: int, *, api: str = "fluent", numpy: bool = False, key: str = "loss") -> Op:
+    """A metric call whose value and timestamp follow from its step."""
+    return {
+        "op": "metric",
+        "api": api,
+        "key": key,
+        "value": step / 10,
+        "step": step,
+        "ts": TIMESTAMP_0 + step,
+        "numpy": numpy,
+    }
+
+
+def children(how: str, *chunks: list[Op]) -> Op:
+    """A concurrent step in which only forked children (``pool`` or ``fork``) log."""
+    return {"op": "concurrent", "main": [], "thread": [], "child": {"how": how, "chunks": chunks}}
