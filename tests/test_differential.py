@@ -97,6 +97,12 @@ ALLOWED_DIFFERENCES = {
         "Plain MLflow dies at the signal and leaves the run RUNNING; the expected state is "
         "plain MLflow's run of the same prefix ended with `end_run('KILLED')`.",
     ),
+    "sigkill-killed": Allowed(
+        "After SIGKILL and `michelangelo-mlflow sync`, the run holds the calls that "
+        "returned before it, and is KILLED.",
+        "Plain MLflow leaves the run RUNNING forever; the SDK's calls are durable once they "
+        "return, and `sync` gives a run without a final status KILLED.",
+    ),
     "sigint-killed": Allowed(
         "After SIGINT (KeyboardInterrupt) the run is KILLED; plain MLflow's "
         "`with mlflow.start_run()` ends it FAILED.",
@@ -277,9 +283,9 @@ _LR = {"op": "param", "api": "fluent", "key": "lr"}
 @example(program=written(metric(1), ending="end_failed"))  # end_run("FAILED") overwritten
 @example(program=written(_NEVER_SET, metric(1), _LR))  # a refusal blocks the rest
 @example(program=written(metric(3, numpy=True)))  # numpy steps raise
-@example(
-    program=written({"op": "set_terminated"}, metric(1), signal_at=2)
-)  # Lightning's finalize()
+# Lightning's finalize() ends the run, then the task is killed:
+@example(program=written({"op": "set_terminated"}, metric(1), signal_at=2))
+@example(program=written({"op": "set_terminated"}, metric(1), signal_at=2, signal="SIGKILL"))
 @example(program=written({"op": "param", "api": "fluent", "key": "pad_token_id"}))  # redacted
 @given(program=programs())
 def test_the_sdk_stores_what_plain_mlflow_stores(
@@ -289,6 +295,8 @@ def test_the_sdk_stores_what_plain_mlflow_stores(
 
 
 @DISK_PROFILE
+# The spool's disk is full when the task starts, and until after the run's first calls:
+@example(program=written(metric(1), _LR, metric(2), fault={"kind": "disk", "start": -1, "end": 2}))
 @given(program=programs(fault_kinds=("disk",)))
 def test_a_full_spool_disk_changes_nothing(
     program: Program, tracking_server: TrackingServer, sdk_side: SdkSide, spool_disk: Path

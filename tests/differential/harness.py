@@ -95,6 +95,9 @@ def run_task(
     """Run ``task.py`` on ``spec`` in ``workdir``; apply the program's faults at its barriers."""
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "spec.json").write_text(json.dumps(spec))
+    fault = spec["program"]["fault"]
+    if faults is not None and fault is not None and fault["start"] < 0:
+        faults.start(fault["kind"])  # on before the task starts
     with (workdir / "stderr.txt").open("w+") as stderr:
         process = subprocess.Popen(
             [sys.executable, str(TASK), str(workdir / "spec.json")],

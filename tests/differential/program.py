@@ -12,9 +12,11 @@ A program is plain JSON (``dict``), so that ``task.py`` runs it in a fresh proce
 - ``ending``: how the block ends: ``ok`` (FINISHED), ``raise`` (the block raises:
   FAILED) or ``end_failed`` (the user calls ``mlflow.end_run("FAILED")`` in the block).
 - ``signal_at``: ``None``, or the barrier (before step ``k``; ``len(steps)``: after the
-  last step) at which the task process gets ``signal`` (``SIGTERM`` or ``SIGINT``).
-- ``fault``: ``None``, or a server fault ``{"kind", "start", "end"}`` switched on at
-  barrier ``start`` and off at barrier ``end`` (``len(steps) + 1``: after the task exited).
+  last step) at which the task process gets ``signal`` (``SIGTERM``, ``SIGINT`` or
+  ``SIGKILL``).
+- ``fault``: ``None``, or a fault ``{"kind", "start", "end"}`` switched on at barrier
+  ``start`` (``-1``: before the task starts) and off at barrier ``end``
+  (``len(steps) + 1``: after the task exited).
 
 Every value is explicit (steps, timestamps, values), and keys are chosen so that the
 server's final state does not depend on how the threads and processes interleave: tag
@@ -157,9 +159,12 @@ def programs(draw: st.DrawFn, fault_kinds: tuple[str, ...] = FAULT_KINDS) -> Pro
     fault = None
     with_fault: bool = draw(st.booleans())
     if fault_kinds and with_fault:
-        start = draw(st.integers(0, last))
+        kind = draw(st.sampled_from(fault_kinds))
+        # A full disk may be full before the task starts (-1); the server must be up then,
+        # or the SDK's preflight refuses to open the run.
+        start = draw(st.integers(-1 if kind == "disk" else 0, last))
         fault = {
-            "kind": draw(st.sampled_from(fault_kinds)),
+            "kind": kind,
             "start": start,
             "end": draw(st.integers(start + 1, last + 1)),
         }
@@ -167,7 +172,7 @@ def programs(draw: st.DrawFn, fault_kinds: tuple[str, ...] = FAULT_KINDS) -> Pro
         "steps": steps,
         "ending": draw(st.sampled_from(["ok", "raise", "end_failed"])),
         "signal_at": draw(st.one_of(st.none(), st.integers(0, last))),
-        "signal": draw(st.sampled_from(["SIGTERM", "SIGINT"])),
+        "signal": draw(st.sampled_from(["SIGTERM", "SIGINT", "SIGKILL"])),
         "fault": fault,
     }
     _number(program)
