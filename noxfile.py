@@ -102,6 +102,14 @@ def tests_matrix(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def soak(session: nox.Session) -> None:
+    """The differential test against plain MLflow with many more generated programs (long)."""
+    session.install("-e", ".[michelangelo,kubernetes,ray]", *DEV)
+    args = session.posargs or ["-p", "no:cacheprovider", "tests/test_differential.py"]
+    session.run("pytest", *args, env={"MM_SOAK": "1"})
+
+
+@nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
     """ruff check and ruff format --check."""
     session.install(*dev("ruff"))

@@ -11,6 +11,8 @@
   with ``status`` (a body-size limit's 413, say) without forwarding them;
 - ``proxy.mode = "forward"``: back to normal.
 
+While the server itself is down, the proxy closes each connection without an answer.
+
 Every request is recorded with the status the client got (``None`` when it got none).
 """
 
@@ -92,14 +94,19 @@ class FaultProxy(Service):
             self._answer(handler, refusal, b"<html>Request Entity Too Large</html>", {})
             self._record(handler.command, path, refusal)
             return
-        response = self._session.request(
-            handler.command,
-            self.upstream + path,
-            data=body,
-            headers={k: v for k, v in handler.headers.items() if k.lower() not in _HOP_BY_HOP},
-            allow_redirects=False,
-            timeout=60,
-        )
+        try:
+            response = self._session.request(
+                handler.command,
+                self.upstream + path,
+                data=body,
+                headers={k: v for k, v in handler.headers.items() if k.lower() not in _HOP_BY_HOP},
+                allow_redirects=False,
+                timeout=60,
+            )
+        except requests.RequestException:  # the server is down: so is the proxy, to the client
+            self._record(handler.command, path, None)
+            handler.close_connection = True
+            return
         with self._lock:
             remaining = self._drops.get(path.split("?")[0], 0)
             if remaining:

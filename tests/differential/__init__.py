@@ -1,0 +1,1 @@
+"""The differential test's parts: generated programs, the task that runs one, the comparison."""
