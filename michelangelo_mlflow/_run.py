@@ -621,8 +621,10 @@ def resolve_settings(given: Settings | None = None) -> Settings:
 def spool_directory(settings: Settings) -> Path | None:
     """The spool directory of a run on a remote server; ``None`` without a spool.
 
-    It is not created here: the first record creates it. Whether it can be is checked
-    now, so that an unwritable directory is an error before any run exists.
+    It is not created here: the first record creates it. A path that cannot be a
+    directory (a file in the way) is an error before any run exists; a directory that
+    cannot be written now (a read-only or full file system) is not: the records are
+    kept in memory and sent from there, as when the disk fills up during the run.
     """
     if settings.spool == "off" or not settings.is_remote:
         return None
@@ -630,18 +632,22 @@ def spool_directory(settings: Settings) -> Path | None:
     existing = directory
     while not existing.exists() and existing.parent != existing:
         existing = existing.parent
-    problem = None
     if not existing.is_dir():
-        problem = f"{existing} is not a directory"
-    elif not os.access(existing, os.W_OK | os.X_OK):
-        problem = f"no write permission on {existing}"
-    if problem is not None:
         raise ConfigurationError(
             f"the spool directory {directory} (MICHELANGELO_MLFLOW_SPOOL_DIR) cannot be "
-            f"written: {problem}",
+            f"created: {existing} is not a directory",
             variable="MICHELANGELO_MLFLOW_SPOOL_DIR",
             fix="point MICHELANGELO_MLFLOW_SPOOL_DIR at a writable directory (in a task pod, "
             "an emptyDir or persistent volume mount), or set MICHELANGELO_MLFLOW_SPOOL=off",
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        warnings.warn(
+            f"the spool directory {directory} (MICHELANGELO_MLFLOW_SPOOL_DIR) cannot be "
+            f"written ({existing} is read-only or not writable by this user): this run's "
+            "records are kept in memory and sent from there, and do not survive the process "
+            "being killed; point MICHELANGELO_MLFLOW_SPOOL_DIR at a writable directory",
+            MichelangeloMlflowWarning,
+            stacklevel=4,
         )
     return directory
 

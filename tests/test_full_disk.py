@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 import michelangelo_mlflow as mm
+from michelangelo_mlflow.exceptions import MichelangeloMlflowWarning
 from tests._proxy import FaultProxy
 
 
@@ -66,21 +68,49 @@ def test_a_full_disk_during_an_outage_loses_nothing(
     assert stored.info.status == "FINISHED"
 
 
-def test_a_read_only_disk_mid_run_with_a_healthy_server(
+def fill(disk: Path) -> Path:
+    """Fill a small file system to the last byte; returns the file that fills it."""
+    filler = disk / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        while os.write(fd, b"\0" * 4096):
+            pass
+    except OSError:  # ENOSPC: full to the last byte
+        pass
+    finally:
+        os.close(fd)
+    return filler
+
+
+def test_a_disk_that_fills_up_mid_run_with_a_healthy_server(
+    settings: mm.Settings, client: MlflowClient, tmp_path: Path
+) -> None:
+    with small_disk(tmp_path / "spool", "4m") as spool:
+        ours = mm.Settings(tracking_uri=settings.effective_tracking_uri, spool_dir=spool)
+        with mm.tracking_run("full-disk", "fills-up", settings=ours) as run:
+            for step in range(100):
+                mlflow.log_metric("loss", 0.5, step=step)
+            filler = fill(spool)
+            for step in range(100, 300):
+                mlflow.log_metric("loss", 0.5, step=step)  # never raises
+            mlflow.set_tag("phase", "full")
+            filler.unlink()
+            for step in range(300, 400):
+                mlflow.log_metric("loss", 0.5, step=step)
+    assert steps(client, run.info.run_id) == list(range(400))
+    assert client.get_run(run.info.run_id).data.tags["phase"] == "full"
+    assert client.get_run(run.info.run_id).info.status == "FINISHED"
+
+
+def test_a_read_only_spool_directory_keeps_records_in_memory(
     settings: mm.Settings, client: MlflowClient, tmp_path: Path
 ) -> None:
     with small_disk(tmp_path / "spool", "1m") as spool:
-        ours = mm.Settings(tracking_uri=settings.effective_tracking_uri, spool_dir=spool)
-        with mm.tracking_run("full-disk", "read-only", settings=ours) as run:
-            for step in range(100):
-                mlflow.log_metric("loss", 0.5, step=step)
-            remount(spool, "ro")
-            try:
-                for step in range(100, 300):
-                    mlflow.log_metric("loss", 0.5, step=step)  # never raises
-                mlflow.set_tag("phase", "read-only")
-            finally:
-                remount(spool, "rw")
-    assert steps(client, run.info.run_id) == list(range(300))
-    assert client.get_run(run.info.run_id).data.tags["phase"] == "read-only"
+        remount(spool, "ro")
+        ours = mm.Settings(tracking_uri=settings.effective_tracking_uri, spool_dir=spool / "x")
+        with pytest.warns(MichelangeloMlflowWarning, match="kept in memory"):
+            with mm.tracking_run("full-disk", "read-only", settings=ours) as run:
+                for step in range(200):
+                    mlflow.log_metric("loss", 0.5, step=step)
+    assert steps(client, run.info.run_id) == list(range(200))
     assert client.get_run(run.info.run_id).info.status == "FINISHED"

@@ -225,7 +225,7 @@ def test_an_unwritable_spool_directory_is_an_error_before_the_run(
     blocker = tmp_path / "not-a-directory"
     blocker.write_text("a file in the way")
     unwritable = mm.Settings(tracking_uri=settings.safe_tracking_uri, spool_dir=blocker / "spool")
-    with pytest.raises(ConfigurationError, match="cannot be written") as info:
+    with pytest.raises(ConfigurationError, match="cannot be created") as info:
         with mm.tracking_run("outage", settings=unwritable):
             pass
     assert info.value.variable == "MICHELANGELO_MLFLOW_SPOOL_DIR"

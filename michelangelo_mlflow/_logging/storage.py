@@ -76,6 +76,12 @@ CREATE TABLE IF NOT EXISTS rejected (
     reason TEXT NOT NULL);
 """
 
+_CHECKPOINT_PAGES = 128
+"""Pages in the write-ahead log that trigger a checkpoint (SQLite's default is 1,000)."""
+
+_WAL_LIMIT = 1 << 20
+"""Bytes the write-ahead log is cut back to after a checkpoint."""
+
 _DISK_RETRY = 5.0
 """Seconds after a failed write before the disk is tried again (once memory is drained)."""
 
@@ -198,6 +204,10 @@ class Storage:
                 raise Damaged(self.path, f"a spool database of another version ({version})")
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
+            # Every commit appends a page to the write-ahead log; checkpoint it often and
+            # cut it back after, so that a healthy run's files stay small.
+            db.execute(f"PRAGMA wal_autocheckpoint={_CHECKPOINT_PAGES}")
+            db.execute(f"PRAGMA journal_size_limit={_WAL_LIMIT}")
             db.executescript(_SCHEMA)
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             if not create:
