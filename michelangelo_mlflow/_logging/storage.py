@@ -178,7 +178,9 @@ class Storage:
         if lock_fd is None:
             return None
         storage = cls(path.parent, path.stem, lock_fd)
-        if not path.exists():  # removed by whoever held the lock before
+        if not path.exists():  # removed by whoever held the lock before: leave no lock file
+            with contextlib.suppress(OSError):
+                path.with_suffix(".lock").unlink()
             storage.release(remove=False)
             return None
         try:
