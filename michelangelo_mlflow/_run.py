@@ -49,6 +49,7 @@ from michelangelo_mlflow._scope import (
 )
 from michelangelo_mlflow._settings import Settings
 from michelangelo_mlflow._signals import SignalScope, Terminated
+from michelangelo_mlflow._state import STATE
 from michelangelo_mlflow.exceptions import (
     ConfigurationError,
     MichelangeloMlflowError,
@@ -181,6 +182,9 @@ class TrackingRun:
         self._signals: SignalScope | None = None
         self.signals_end_run = False
         """SIGTERM ends the run from the handler (a notebook run: no block to unwind)."""
+        self.workers_may_nest = False
+        """Worker processes got this run (``worker_environment``): at its end, children
+        they opened and left RUNNING (Ray's ``setup_mlflow``) get the block's status."""
         self._supersedes_error = False
         self._mlflow_client: MlflowClient | None = None
         self._stack = contextlib.ExitStack()
@@ -505,9 +509,28 @@ class TrackingRun:
                     self._record_status(run_id, status)
         except TrackingError as error:
             return [error]
+        if self.workers_may_nest:
+            self._end_workers_children(run_id, status)
         if self.parent_run_id is not None:
             self._converge_on_parent(run_id, status)
         return []
+
+    def _end_workers_children(self, run_id: str, status: str) -> None:
+        """Give the block's status to children that worker processes left RUNNING."""
+        client = self._client()
+        experiments = [e.experiment_id for e in client.search_experiments()]
+        try:
+            with translate(self.settings.safe_tracking_uri, run_id=run_id):
+                left = client.search_runs(
+                    experiments,
+                    filter_string=f"tags.`mlflow.parentRunId` = '{run_id}' "
+                    "and attributes.status = 'RUNNING'",
+                )
+                for child in left:
+                    if child.info.run_id not in STATE.spools:  # ours end with close_run
+                        client.set_terminated(child.info.run_id, status)
+        except TrackingError as error:
+            log.warning("could not end the children workers left open in run %s: %s", run_id, error)
 
     def _record_status(self, run_id: str, status: str) -> None:
         """The block ended a run the body had ended itself: a failure or kill wins."""

@@ -170,6 +170,7 @@ def worker_environment(*, credentials: bool = True) -> dict[str, str]:
             fix="call it inside the driver's @mm.tracked function or `with mm.tracking_run()` "
             "block, where the run is open",
         )
+    run.workers_may_nest = True  # workers may open children of it (Ray's setup_mlflow)
     settings = run.settings
     info = run.active_run.info
     context = WorkerContext(info.run_id, str(info.experiment_id), settings.safe_tracking_uri)
