@@ -25,7 +25,8 @@ runs this SDK's tasks first, then the baselines. Its health (the median of 5 ``G
 is measured before the SDK's tasks, right after them, and after all variants.
 
 With ``--outage S``, the ``sdk`` and ``batch`` variants run once more, and 3 s after
-they are told to go the server is killed (SIGKILL to its process group) and restarted
+every task's run exists (a run cannot start while the server is down) the server is
+killed (SIGKILL to its process group) and restarted
 on the same port and store so that it answers about S seconds after the kill.
 
 Reported per variant:
@@ -71,7 +72,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 KEY = "loss"
 BATCH = 1000  # points per log_batch (MLflow's limit per request)
-KILL_AFTER = 3.0  # seconds after "go"
+KILL_AFTER = 3.0  # seconds after every task's run exists
 VARIANTS = ("sdk", "plain", "async", "batch")
 LABELS = {
     "sdk": "this SDK (`mm.tracking_run`)",
@@ -223,11 +224,25 @@ def spawn(
     return children
 
 
-def outage_thread(server: Any, go: float, outage: float, estimate: float, span: dict[str, Any]):
-    """Kill the server ``KILL_AFTER`` s after ``go``; have it answer again ``outage`` s later."""
+def all_runs_open(server: Any, experiment_id: str, n: int, timeout: float = 600.0) -> None:
+    """Wait until the experiment has ``n`` runs: every task is inside its block."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(server.url)
+    deadline = time.time() + timeout
+    while time.time() < deadline and len(client.search_runs([experiment_id])) < n:
+        time.sleep(0.2)
+
+
+def outage_thread(
+    server: Any, go: float, outage: float, estimate: float, span: dict[str, Any], wait: Any
+):
+    """Once ``wait()`` returns, kill the server ``KILL_AFTER`` s later; restart it ``outage``
+    s after the kill (a run cannot start while the server is down: the preflight fails)."""
 
     def run() -> None:
-        time.sleep(max(0.0, go + KILL_AFTER - time.time()))
+        wait()
+        time.sleep(KILL_AFTER)
         server.kill()
         killed = time.time()
         time.sleep(max(0.0, killed + outage - estimate - time.time()))
@@ -282,7 +297,10 @@ def run_variant(
         child.stdin.flush()
     span: dict[str, Any] = {}
     try:
-        killer = outage_thread(server, go, outage, estimate, span) if outage is not None else None
+        killer = None
+        if outage is not None:
+            wait = lambda: all_runs_open(server, experiment_id, n)  # noqa: E731
+            killer = outage_thread(server, go, outage, estimate, span, wait)
         ended = wait_all(children, go + args.cap)
     finally:
         for child in children:
