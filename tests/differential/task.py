@@ -131,9 +131,13 @@ def _chunk(args: tuple[list[dict[str, Any]], str]) -> None:
 
 
 def concurrent(step: dict[str, Any], run_id: str) -> None:
-    """The main thread, a second thread and forked children log at once; all are joined."""
+    """The main thread, a second thread and forked children log at once; all are joined.
+
+    The children are forked before the second thread starts: a child forked while that
+    thread is inside an HTTP call inherits its held locks and hangs, with plain MLflow
+    as with anything else, so such a program compares nothing.
+    """
     thread = threading.Thread(target=_chunk, args=((step["thread"], run_id),))
-    thread.start()
     child = step["child"]
     pid = 0
     if child is not None and child["how"] == "fork":
@@ -146,7 +150,9 @@ def concurrent(step: dict[str, Any], run_id: str) -> None:
                 os._exit(0)
     pool = None
     if child is not None and child["how"] == "pool":
-        pool = multiprocessing.get_context("fork").Pool(2)
+        pool = multiprocessing.get_context("fork").Pool(2)  # workers forked here
+    thread.start()
+    if pool is not None:
         with pool:  # __exit__ terminates the workers, as user code does
             result = pool.map_async(_chunk, [(chunk, run_id) for chunk in child["chunks"]])
             _chunk((step["main"], run_id))
