@@ -14,8 +14,9 @@ Reported per task: points on the server / logged (goal 100 %), wall time from op
 the run to the run closed and its ratio to the same task without an outage (goal for
 the SDK: at most 1.1x), the longest single ``log_metric`` call, the run's final
 status, duplicate metric rows (rows vs distinct steps; the sqlite store itself drops
-rows identical in key, step, timestamp and value), runs in the experiment, spool files
-left behind, and the task's error and this SDK's warnings.
+rows identical in key, step, timestamp and value), runs in the experiment, spool
+databases (``<writer>.db``) left behind, and the task's error and this SDK's warnings.
+A last table sets the SDK's points and ratio beside their targets (100 %, 1.1x).
 
     python benchmarks/outage.py [--points 400] [--outage 20] [--cap 90] [--quick]
 
@@ -100,7 +101,7 @@ def task(mode: str, url: str, experiment: str, points: int, interval: float, cap
     closed = time.time()
     watchdog.cancel()
     ours = list(dict.fromkeys(f"{w.category.__name__}: {w.message}" for w in caught))
-    left = [str(p) for p in Path.cwd().rglob("records.jsonl")]
+    left = [str(p) for p in Path.cwd().rglob("*.db")]  # the spool's <writer>.db files
     say(
         "result",
         capped=False,
@@ -300,6 +301,22 @@ def print_report(outcomes: list[Outcome], args: argparse.Namespace, info: dict[s
         print(
             f"\nWith the outage: plain MLflow's task took {with_outage['plain']:.1f} s, the "
             f"SDK's {with_outage['sdk']:.1f} s ({with_outage['plain'] / with_outage['sdk']:.2f}x)."
+        )
+    sdk = {o.outage: o for o in outcomes if o.mode == "sdk"}
+    if {True, False} <= sdk.keys():
+        hit = sdk[True]
+        ratio = hit.wall / sdk[False].wall
+        print("\nTargets (issue 14)\n")
+        print("| Measure | measured | target | met |")
+        print("|---|---:|---:|---|")
+        share = 100 * hit.rows / args.points
+        print(
+            f"| SDK with the outage: points on the server | {hit.rows}/{args.points} "
+            f"({share:.0f} %) | 100 % | {'yes' if hit.distinct == args.points else '**no**'} |"
+        )
+        print(
+            f"| SDK with the outage: wall time vs no outage | {ratio:.2f}x | ≤ 1.1x "
+            f"| {'yes' if ratio <= 1.1 else '**no**'} |"
         )
     print(
         "\nOutage columns are seconds after the run started (kill → answering again). "

@@ -24,6 +24,9 @@ __all__ = ["encode_metric", "encode_records"]
 
 _EXTRA = ("model_id", "dataset_name", "dataset_digest")
 
+_ENCODE = json.JSONEncoder(separators=(",", ":")).encode
+"""``json.dumps(value, separators=(",", ":"))`` without building an encoder each call."""
+
 
 def encode_metric(metric: Any) -> list[Any]:
     """The record of an MLflow ``Metric`` entity (or anything with its attributes).
@@ -49,7 +52,7 @@ def encode_metric(metric: Any) -> list[Any]:
 
 def encode_records(records: list[list[Any]]) -> list[tuple[str, str]]:
     """``(kind, body)`` pairs to store: the body is the JSON of the record's values."""
-    return [(record[0], json.dumps(record[1:], separators=(",", ":"))) for record in records]
+    return [(record[0], _ENCODE(record[1:])) for record in records]
 
 
 def _real(value: Any) -> float:

@@ -301,6 +301,12 @@ class Storage:
     def _write(self, rows: list[tuple[int, int, str, str]]) -> bool:
         try:
             db = self._open(create=True)
+            if len(rows) == 1 and rows[0][1] in self._stored_runs:
+                # One statement outside BEGIN is its own transaction (autocommit): as
+                # atomic and durable as BEGIN ... COMMIT, with one call into SQLite (one
+                # release of the GIL, one chance to lose it to the courier) instead of three.
+                db.execute("INSERT INTO records VALUES (?, ?, ?, ?)", rows[0])
+                return True
             with _transaction(db):
                 if rows[0][1] not in self._stored_runs:
                     self._insert_run(db, self._runs[rows[0][1]])
@@ -353,7 +359,11 @@ class Storage:
                     ).fetchall()
             if len(rows) < limit:
                 rows += [(s, k, b) for s, r, k, b in self._memory if r == run][: limit - len(rows)]
-        return [(seq, kind, json.loads(body)) for seq, kind, body in rows]
+        if not rows:
+            return []
+        # One decode for the whole batch (a list of the bodies) rather than one a row.
+        bodies = json.loads(f"[{','.join(body for _, _, body in rows)}]")
+        return [(seq, kind, body) for (seq, kind, _), body in zip(rows, bodies, strict=True)]
 
     def ack(self, run: int, seqs: list[int], *, reason: str | None = None) -> None:
         """Forget records the server took (or, with ``reason``, refused: kept aside).
