@@ -90,32 +90,26 @@ _pyenv_interpreters(list(OTHER_PYTHONS))
 # What every other Python runs: the modules whose behaviour depends on the interpreter
 # (settings and pydantic, fork and at-fork handlers, signals, SQLite, subprocesses,
 # notebooks and the CLI) and one real-server path of each layer. The rest of the suite
-# (Ray, pipelines, registration backends, examples, the differential test) runs on
-# 3.11, where `tests` runs everything; the whole suite on every Python would take CI
+# (outages, preflight, Ray, pipelines, registration, notebooks, examples, the
+# differential test) runs on 3.11, where `tests` runs everything; the whole suite on every Python would take CI
 # past its hour. `nox -s tests_matrix-3.12 -- tests` runs all of it on one Python.
 CORE = [
     "tests/test_settings.py",
-    "tests/test_settings_at_run_start.py",
     "tests/test_bad_input.py",
-    "tests/test_credentials.py",
     "tests/test_architecture.py",
     "tests/test_exported_members.py",
     "tests/test_pythons.py",
     "tests/test_errors.py",
     "tests/test_user_errors.py",
     "tests/test_versions.py",
-    "tests/test_preflight.py",
     "tests/test_spool.py",
     "tests/test_run.py",
     "tests/test_never_worse.py",
     "tests/test_fork.py",
     "tests/test_signals.py",
     "tests/test_full_disk.py",
-    "tests/test_outage.py",
     "tests/test_cli.py",
-    "tests/test_registry.py",
     "tests/test_provenance.py",
-    "tests/test_notebook.py",
 ]
 
 
