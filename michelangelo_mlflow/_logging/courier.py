@@ -719,7 +719,8 @@ def open_run(
 ) -> RunSpool:
     """Open the spool of a run in this process: from now on its records take the spool.
 
-    Nothing is written to disk until the first record.
+    The run's entry is written at once for an owner (so that ``sync`` can end a run
+    whose process was killed before it logged anything); its records come later.
 
     Args:
         directory: The spool directory.
@@ -757,6 +758,9 @@ def open_run(
             interval=interval,
         )
         STATE.spools[run_id] = spool
+    if role == "owner":  # known to sync from now on, even if killed before its first record
+        storage, meta = spool._storage()
+        storage.persist_run(meta)
     return spool
 
 

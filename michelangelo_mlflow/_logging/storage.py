@@ -265,6 +265,24 @@ class Storage:
             self._pending.setdefault(key, 0)
             return meta
 
+    def persist_run(self, meta: RunMeta) -> None:
+        """Store a run's entry now, before any record, so ``sync`` knows the run.
+
+        A run whose process is killed before it logged anything is then still found and
+        ended KILLED. A disk that refuses it is no error: the run's records go to memory.
+        """
+        with self._mutex:
+            if meta.key in self._stored_runs or self.closed:
+                return
+            try:
+                db = self._open(create=True)
+                with _transaction(db):
+                    self._insert_run(db, meta)
+            except (sqlite3.Error, OSError) as exc:
+                self._to_memory(exc)
+                return
+            self._stored_runs.add(meta.key)
+
     def runs(self) -> list[RunMeta]:
         """The runs this storage holds records of."""
         with self._mutex:
