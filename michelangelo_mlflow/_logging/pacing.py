@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from michelangelo_mlflow._logging.delivery import MAX_ITEMS, Busy, Outage, Route
+from michelangelo_mlflow._logging.delivery import MAX_ITEMS, Busy, Outage, Route, health
 
 __all__ = ["MIN_WINDOW", "SLOW_START", "Pacer"]
 
@@ -37,6 +37,9 @@ SLOW_START = 100
 
 MAX_TIMEOUT = 120.0
 """MLflow's own request timeout: a request never gets longer."""
+
+_HEALTH_TIMEOUT = 2.0
+"""Seconds ``/health`` has to answer after a timed-out request for the server to count as up."""
 
 _BACKOFF_FIRST = 0.25
 _BACKOFF_MAX = 8.0
@@ -79,6 +82,9 @@ class Pacer:
     def send(self, call: Callable[[float], None]) -> None:
         """Make one request, ``call(timeout)``, and learn from its answer.
 
+        A request that timed out counts as the server working only when its ``/health``
+        answers at once: a server that hangs altogether is an outage.
+
         Raises:
             Outage: No server answered (re-raised after backing off).
             Busy: It answered "not now" (re-raised after backing off).
@@ -87,9 +93,18 @@ class Pacer:
         try:
             call(self.timeout)
         except (Outage, Busy) as exc:
+            if isinstance(exc, Busy) and exc.timed_out:
+                exc.working = self._healthy()
             self.failed(exc)
             raise
         self._answered(time.monotonic() - start)
+
+    def _healthy(self) -> bool:
+        try:
+            health(self.route, _HEALTH_TIMEOUT)
+        except Outage:
+            return False
+        return True
 
     def _answered(self, latency: float) -> None:
         with self._lock:
