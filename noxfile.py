@@ -91,8 +91,9 @@ _pyenv_interpreters(list(OTHER_PYTHONS))
 # (settings and pydantic, fork and at-fork handlers, signals, SQLite, subprocesses,
 # notebooks and the CLI) and one real-server path of each layer. The rest of the suite
 # (outages, preflight, Ray, pipelines, registration, notebooks, examples, the
-# differential test) runs on 3.11, where `tests` runs everything; the whole suite on every Python would take CI
-# past its hour. `nox -s tests_matrix-3.12 -- tests` runs all of it on one Python.
+# differential test) runs on 3.11, where `tests` runs everything; the whole suite on
+# every Python would take CI past its hour. `nox -s tests_matrix-3.12 -- tests` runs all
+# of it on one Python.
 CORE = [
     "tests/test_settings.py",
     "tests/test_bad_input.py",
