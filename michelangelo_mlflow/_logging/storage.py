@@ -14,7 +14,8 @@ Files, per writing process (``writer = <host>-<pid>-<random>``)::
     <spool>/<writer>.lock    flock()ed while the writer lives: a free lock marks a leftover
     <spool>/<writer>.files/  copies of artifacts logged while the server was down
 
-Nothing is created before the first record, and a storage whose records were all
+Nothing is created before a run opens (an owner's entry is stored then, so that
+``sync`` knows the run) or a forked child's first record, and a storage whose records were all
 delivered removes its files when the process no longer needs it.
 
 Each process writes only its own database: a forked child never uses its parent's
