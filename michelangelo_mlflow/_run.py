@@ -72,6 +72,7 @@ __all__ = [
     "resolve_settings",
     "route_for",
     "spool_directory",
+    "spool_terms",
     "tracking_run",
 ]
 
@@ -275,15 +276,7 @@ class TrackingRun:
         child = take_over(run.info.run_id)  # nested under a tracked run: opened as its child
         if child is not None:
             return child
-        spool = open_run(
-            directory,
-            route,
-            run,
-            role="owner",
-            max_bytes=int(settings.spool_max_bytes),
-            secrets=settings.secret_values(),
-            interval=settings.flush_interval,
-        )
+        spool = open_run(directory, route, run, role="owner", **spool_terms(settings))
         replay_in_background(directory, route, interval=settings.flush_interval)
         return spool
 
@@ -673,6 +666,15 @@ def spool_directory(settings: Settings) -> Path | None:
             stacklevel=4,
         )
     return directory
+
+
+def spool_terms(settings: Settings) -> dict[str, Any]:
+    """The size cap, secrets and flush interval a run's spool is opened with."""
+    return {
+        "max_bytes": int(settings.spool_max_bytes),
+        "secrets": settings.secret_values(),
+        "interval": settings.flush_interval,
+    }
 
 
 def route_for(settings: Settings) -> Route:

@@ -34,7 +34,13 @@ from michelangelo_mlflow._logging.closing import close_run
 from michelangelo_mlflow._logging.courier import RunSpool, open_run
 from michelangelo_mlflow._logging.store import routing_to
 from michelangelo_mlflow._params import ParamTagWriter
-from michelangelo_mlflow._run import RunState, current_run, route_for, spool_directory
+from michelangelo_mlflow._run import (
+    RunState,
+    current_run,
+    route_for,
+    spool_directory,
+    spool_terms,
+)
 from michelangelo_mlflow._scope import mlflow_environment, mlflow_scope
 from michelangelo_mlflow._settings import Settings, variables_of
 from michelangelo_mlflow._state import STATE
@@ -385,15 +391,7 @@ class WorkerRun:
                 "started: " + _FIX_PROPAGATE,
             )
         if directory is not None and route is not None and self.run_id not in STATE.spools:
-            self._spool = open_run(
-                directory,
-                route,
-                run,
-                role="worker",
-                max_bytes=int(settings.spool_max_bytes),
-                secrets=settings.secret_values(),
-                interval=settings.flush_interval,
-            )
+            self._spool = open_run(directory, route, run, role="worker", **spool_terms(settings))
         self._client = client
         self._writer = ParamTagWriter(client, self.run_id, settings.secret_values())
 
