@@ -93,6 +93,9 @@ _UPDATE_RUN = "/api/2.0/mlflow/runs/update"
 _DELETE_TAG = "/api/2.0/mlflow/runs/delete-tag"
 _GET_RUN = "/api/2.0/mlflow/runs/get"
 _ITEM_OVERHEAD = 60  # JSON punctuation and field names around one record's values
+_NUMBERS = 3 * 24
+"""Characters a metric's value, timestamp and step take in JSON at most (``repr`` of a
+float is at most 24, an int64 at most 20): its size is known without formatting them."""
 _ALONE = {"d": "delete", "u": "update", "a": "artifact"}
 """Record kinds sent in a request of their own, in order with the others."""
 
@@ -217,7 +220,7 @@ def units(entries: Sequence[tuple[int, Record]], *, max_items: int = MAX_ITEMS) 
             yield Unit(_ALONE[kind], [record], [seq])
             batch, counts, keys, size = Unit("batch"), {"m": 0, "p": 0, "t": 0}, set(), 0
             continue
-        cost = _ITEM_OVERHEAD + sum(len(str(v)) for v in record[1:])
+        cost = _cost(record)
         full = (
             counts[kind] >= limits[kind]
             or len(batch.records) >= min(MAX_ITEMS, max_items)
@@ -235,6 +238,19 @@ def units(entries: Sequence[tuple[int, Record]], *, max_items: int = MAX_ITEMS) 
             keys.add((kind, record[1]))
     if batch.records:
         yield batch
+
+
+def _cost(record: Record) -> int:
+    """Bytes a batch record takes in the request, at most (cheap: the courier's hot path)."""
+    if record[0] == "m":
+        extra = _json_length(str(record[5])) if len(record) > 5 else 0
+        return _ITEM_OVERHEAD + _json_length(record[1]) + _NUMBERS + extra
+    return _ITEM_OVERHEAD + _json_length(record[1]) + _json_length(str(record[2]))
+
+
+def _json_length(text: str) -> int:
+    """Characters ``text`` takes in JSON at most (six for each non-ASCII one, escaped)."""
+    return len(text) if text.isascii() else 6 * len(text)
 
 
 def send(route: Route, run_id: str, unit: Unit, *, timeout: float | None = None) -> None:
