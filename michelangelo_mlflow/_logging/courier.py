@@ -161,6 +161,8 @@ class RunSpool:
         self.status_appended = False
         self.delivery = Delivery(path=storage.path if storage is not None else None)
         self.children: list[RunSpool] = []
+        self.attached: set[int] = set()
+        """Frameworks' loggers whose settings were applied to this run (attach.py)."""
         self._needs_compaction = False
         self._warned_cap = False
         self._settled = threading.Condition()

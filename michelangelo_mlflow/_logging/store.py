@@ -292,6 +292,9 @@ class SpoolingStoreMixin:
         spool = _spool(run_id)
         if spool is None:
             return super().get_run(run_id)  # type: ignore[misc]
+        from michelangelo_mlflow._logging.attach import apply_framework_settings
+
+        apply_framework_settings(spool)
         run = spool.refresh(READ_WAIT)
         return run if run is not None else spool.snapshot()
 

@@ -160,6 +160,29 @@ def test_logger_with_run_id_logs_into_the_tracked_run_and_finalize_does_not_end_
     assert stored.info.status == "FINISHED"
 
 
+def test_logger_with_run_id_still_applies_its_tags_and_run_name(
+    settings: mm.Settings, client: MlflowClient, tmp_path: Path
+) -> None:
+    """Lightning drops tags= and run_name= given run_id=; the SDK applies them, once."""
+    before = all_run_ids(client)
+    with mm.tracking_run(experiment_name("task"), "task", settings=settings) as run:
+        logger = MLFlowLogger(
+            tracking_uri=settings.tracking_uri,
+            run_id=run.info.run_id,
+            run_name="training-tiny",
+            tags={"model_name": "tiny", "epochs": EPOCHS},
+        )
+        rows = fit(logger, tmp_path)
+        mlflow.set_tag("model_name", "tiny-v2")  # the user's own later tag wins
+    stored = client.get_run(run.info.run_id)
+    assert all_run_ids(client) - before == {run.info.run_id}
+    assert stored.info.run_name == "training-tiny"
+    assert stored.data.tags["model_name"] == "tiny-v2"
+    assert stored.data.tags["epochs"] == str(EPOCHS)
+    same_points(client, run.info.run_id, rows)
+    assert stored.info.status == "FINISHED"
+
+
 def test_a_failure_after_fit_wins_over_finalizes_finished(
     settings: mm.Settings, client: MlflowClient, tmp_path: Path
 ) -> None:
