@@ -12,6 +12,7 @@ the caller's frames, and only while a Lightning logger module is imported.
 from __future__ import annotations
 
 import sys
+from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -50,7 +51,7 @@ def apply_framework_settings(spool: RunSpool) -> None:
 
 def _lightning_logger() -> Any | None:
     """The ``MLFlowLogger`` whose ``experiment`` property is among the callers, if any."""
-    frame = sys._getframe(2)
+    frame: FrameType | None = sys._getframe(2)
     for _ in range(_DEPTH):
         if frame is None:
             return None

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextvars
 import functools
 import logging
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -42,6 +43,8 @@ __all__ = [
     "http_store",
     "routing_to",
 ]
+
+log = logging.getLogger("michelangelo_mlflow.spool")
 
 READ_WAIT = 5.0
 """Seconds a read of an open run waits for its pending records to be delivered."""
@@ -116,7 +119,7 @@ class SpoolingArtifactsMixin:
                 if spool is None or not is_transport_failure(exc):
                     raise
         copy = spool.keep_artifact(local, artifact_path, self.artifact_uri)
-        logging.getLogger("michelangelo_mlflow.spool").warning(
+        log.warning(
             "the tracking server at %s is not answering: %s is kept in the spool as %s and "
             "uploaded to run %s when it answers again",
             spool.route.tracking_uri, local, copy, spool.run_id,
@@ -266,6 +269,15 @@ class SpoolingStoreMixin:
     def update_run_info(self, run_id: str, run_status: Any, end_time: Any, run_name: Any) -> Any:
         spool = _spool(run_id)
         if spool is None:
+            if run_status is not None and _drivers_run(run_id):
+                from mlflow.entities import RunStatus
+
+                if RunStatus.is_terminated(run_status):
+                    # A Ray worker (Lightning's finalize, mlflow.end_run) ending the run of
+                    # the driver that started it: the driver's block decides its status.
+                    log.info("run %s: a worker's status %s is not sent; the driver ends the run",
+                             run_id, RunStatus.to_string(run_status))  # fmt: skip
+                    return None
             return super().update_run_info(run_id, run_status, end_time, run_name)  # type: ignore[misc]
         from mlflow.entities import RunInfo, RunStatus
 
@@ -362,6 +374,15 @@ class SpoolingStoreMixin:
             store = direct_store(route.host_creds, databricks=route.databricks)
             return store.create_run(experiment_id, user_id, start_time, tags, run_name)
         return super().create_run(experiment_id, user_id, start_time, tags, run_name)  # type: ignore[misc]
+
+
+def _drivers_run(run_id: str) -> bool:
+    """Whether this process is a Ray worker started for the tracked run ``run_id``."""
+    if "ray" not in sys.modules:  # no worker context outside Ray: nothing to read
+        return False
+    from michelangelo_mlflow._settings import driver_run_id
+
+    return driver_run_id() == run_id
 
 
 def _global_uri() -> str:

@@ -28,6 +28,7 @@ from michelangelo_mlflow._settings._model import (
     SpoolMode,
     VersionPolicy,
     all_variables,
+    driver_run_id,
     variables_of,
 )
 from michelangelo_mlflow._settings._sources import PREFIX, SettingSource
@@ -44,5 +45,6 @@ __all__ = [
     "SpoolMode",
     "VersionPolicy",
     "all_variables",
+    "driver_run_id",
     "variables_of",
 ]

@@ -3,7 +3,8 @@
 One local Ray (2 CPUs) serves the module. Ray Train workers log through
 ``mm.ray.worker_run()`` (into the driver's tracked run) and through Ray's own
 ``setup_mlflow`` (a run of their own, made a child with the ``mlflow.parentRunId``
-tag, the one line docs/frameworks.md adds). Ray Tune's callback runs in the driver
+tag, the one line docs/frameworks.md adds); a worker's terminal status for the
+driver's run (Lightning's ``finalize``) is not sent. Ray Tune's callback runs in the driver
 and creates one run per trial with ``MlflowClient().create_run()``: with the logging
 path's child-run rule, each trial is a child of the tracked run.
 """
@@ -71,6 +72,9 @@ def train_loop(config: dict[str, Any]) -> None:
             optimizer.step()
             run.log_metric("loss", float(loss), step=step)
             own.log_metric("ray_loss", float(loss), step=step)
+    # What Lightning's MLFlowLogger(run_id=<the driver's run>).finalize() does in a worker,
+    # outside worker_run(): the driver's block decides the run's status, not a worker.
+    MlflowClient().set_terminated(config["parent"], "FINISHED")
 
 
 def test_torch_trainer_workers_log_into_the_run_and_a_child(
@@ -89,6 +93,7 @@ def test_torch_trainer_workers_log_into_the_run_and_a_child(
                 worker_runtime_env=mm_ray.runtime_env(),
             ),
         ).fit()
+        assert client.get_run(run.info.run_id).info.status == "RUNNING"  # not ended by the workers
     (child,) = children_of(client, run.info.run_id)
     assert all_run_ids(client) - before == {run.info.run_id, child.info.run_id}
     tracked = points(client, run.info.run_id, "loss")
