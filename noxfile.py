@@ -109,6 +109,7 @@ CORE = [
     "tests/test_fork.py",
     "tests/test_signals.py",
     "tests/test_full_disk.py",
+    "tests/test_gate.py",
     "tests/test_cli.py",
     "tests/test_provenance.py",
 ]

@@ -684,6 +684,7 @@ def route_for(settings: Settings) -> Route:
         host_creds(settings),
         timeout=min(30.0, max(5.0, settings.spool_grace / 3)),
         databricks=settings.scheme == "databricks",
+        senders=settings.senders,
     )
 
 

@@ -76,6 +76,7 @@ _KNOBS = (
     "spool_grace",
     "spool_max_bytes",
     "flush_interval",
+    "senders",
     "allow_local_store",
 )
 """This SDK's settings a worker inherits from the driver (when set)."""

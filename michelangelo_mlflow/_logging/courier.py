@@ -429,8 +429,15 @@ class RunSpool:
         return self.pending_bytes() > 0 or self._needs_compaction
 
     # --- called by the courier ----------------------------------------------------------
-    def deliver(self, pacer: Pacer, budget: int) -> int:
+    def deliver(self, pacer: Pacer, budget: int, *, full_only: bool = False) -> int:
         """Send what is pending, in order, until done, a failure, or ``budget`` requests.
+
+        Args:
+            pacer: The server's pacing.
+            budget: Requests to make at most.
+            full_only: Send full batches only (woken because one filled up): the rest
+                waits for the flush interval or the run's end, so that a run logging
+                fast sends as few requests as ``log_batch`` calls of the same points.
 
         Returns:
             Requests made.
@@ -443,7 +450,7 @@ class RunSpool:
         made = 0
         while self.delivery.error is None and made < budget:
             rows = storage.read(meta.key, limit=pacer.window)
-            if not rows:
+            if not rows or (full_only and len(rows) < pacer.window):
                 break
             entries = [(seq, [kind, *body]) for seq, kind, body in rows]
             for unit in _delivery.units(entries, max_items=pacer.window):
@@ -627,15 +634,17 @@ class Courier:
                 spools = list(self._spools)
                 urgent, self._urgent = self._urgent, set()
             now = time.monotonic()
-            due = {id(spool): due.get(id(spool), now) for spool in spools}
+            # A spool's first records wait an interval too: a run that logs fast fills
+            # whole batches meanwhile instead of sending its first few points alone.
+            due = {id(spool): due.get(id(spool), now + self.interval) for spool in spools}
             for spool in spools:
                 key = id(spool)
                 pacer = self.pacer(spool.route)
-                wanted = key in urgent or spool.closing or due[key] <= now or spool.full()
-                if not wanted or not spool.due() or not pacer.ready():
+                asked = key in urgent or spool.closing or due[key] <= now
+                if not (asked or spool.full()) or not spool.due() or not pacer.ready():
                     continue
                 try:
-                    spool.deliver(pacer, budget=16)
+                    spool.deliver(pacer, budget=16, full_only=not asked)
                 except Exception:  # never let one run's bug stop the others' delivery
                     log.exception("delivering the records of run %s failed", spool.run_id)
                 due[key] = time.monotonic() + self.interval

@@ -162,12 +162,15 @@ class Route:
         timeout: Seconds one request may take at first (the courier adapts it to the
             latency it measures, between this and MLflow's own 120 s).
         databricks: Whether the server is a Databricks workspace.
+        senders: Requests in flight to the server from this host at most (see
+            ``gate.py``).
     """
 
     tracking_uri: str
     host_creds: Callable[[], Any] = field(repr=False, compare=False)
     timeout: float = 10.0
     databricks: bool = False
+    senders: int = 4
 
 
 @dataclass

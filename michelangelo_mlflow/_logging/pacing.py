@@ -5,14 +5,24 @@ It keeps one request in flight and adapts to what the server answers:
 
 - **Timeouts** follow the latency measured (a smoothed round trip plus four times
   its deviation, as TCP does), between the route's first timeout (10 s) and MLflow's
-  own 120 s; a request that timed out doubles it, and its records are not sent again
-  before the backoff: the server may still be doing that work.
-- **Batch size** (records a request) grows while the server answers (doubling, up to
-  MLflow's 1,000) and halves on a "busy" answer; after an outage it starts again
-  small (slow start), so that many processes coming back together do not send their
-  whole backlogs at once.
+  own 120 s. A request that timed out while ``/health`` answers was queued behind
+  other work: the next requests get MLflow's full 120 s at once, so that work the
+  server is doing is never abandoned and sent again, and the records of the one that
+  timed out are not sent again before the backoff.
+- **Batch size** stays at MLflow's 1,000 records while the server answers, busy or
+  not: a server does less work for the same records in fewer, larger requests (each
+  request has its own transaction), so a busy server is given time (backoff), not
+  smaller batches. After an outage it starts small (slow start) and doubles on each
+  answer, so that many processes coming back together do not send their whole
+  backlogs at once.
 - **Backoff** is exponential with full jitter (a uniform draw between zero and the
   ceiling), honours ``Retry-After``, and is capped lower while a run is closing.
+
+A request waits for a slot of the host's gate first (``gate.py``: a few requests in
+flight to a server from all the processes of a host). While a request waits for a
+slot or is in flight, the server counts as working (a run's end waits for it, see
+``closing.py``): others' requests are being answered, and the request has its own
+timeout, after which ``/health`` tells a busy server from a gone one.
 """
 
 from __future__ import annotations
@@ -24,13 +34,11 @@ import time
 from collections.abc import Callable
 
 from michelangelo_mlflow._logging.delivery import MAX_ITEMS, Busy, Outage, Route, health
+from michelangelo_mlflow._logging.gate import SendGate
 
-__all__ = ["MIN_WINDOW", "SLOW_START", "Pacer"]
+__all__ = ["SLOW_START", "Pacer"]
 
 log = logging.getLogger("michelangelo_mlflow.spool")
-
-MIN_WINDOW = 50
-"""Fewest records a batch may shrink to."""
 
 SLOW_START = 100
 """Records of the first batch after an outage."""
@@ -58,6 +66,7 @@ class Pacer:
         retry_at: ``time.monotonic()`` before which nothing is sent.
         outage: Why the server did not answer, while it does not.
         answered_at: When the server last answered, or said it was busy working.
+        in_flight: ``time.monotonic()`` when the request in flight was sent, if any.
         hurry: Set while a run is closing: back off at most a second.
     """
 
@@ -69,6 +78,8 @@ class Pacer:
         self.outage: str | None = None
         self.answered_at = time.monotonic()
         self.hurry = 0
+        self.in_flight: float | None = None
+        self.gate = SendGate(route.tracking_uri, route.senders)
         self._floor = self.timeout
         self._srtt: float | None = None
         self._rttvar = 0.0
@@ -89,14 +100,18 @@ class Pacer:
             Outage: No server answered (re-raised after backing off).
             Busy: It answered "not now" (re-raised after backing off).
         """
-        start = time.monotonic()
+        self.in_flight = time.monotonic()  # from the wait for a slot: others are sending
         try:
-            call(self.timeout)
+            with self.gate.slot(wait=self.timeout):
+                start = time.monotonic()
+                call(self.timeout)
         except (Outage, Busy) as exc:
             if isinstance(exc, Busy) and exc.timed_out:
                 exc.working = self._healthy()
             self.failed(exc)
             raise
+        finally:
+            self.in_flight = None
         self._answered(time.monotonic() - start)
 
     def _healthy(self) -> bool:
@@ -133,11 +148,13 @@ class Pacer:
             delay = random.uniform(0, min(ceiling, _BACKOFF_FIRST * 2 ** (self._failures - 1)))
             first = False
             if isinstance(exc, Busy):
-                self.window = max(MIN_WINDOW, self.window // 2)
                 if exc.retry_after is not None:
                     delay = max(delay, exc.retry_after)
                 if exc.timed_out:
-                    self.timeout = min(MAX_TIMEOUT, self.timeout * 2)
+                    # Queued behind others' work (working) or not answering at all: either
+                    # way a shorter wait would only abandon the next request too.
+                    longer = MAX_TIMEOUT if exc.working else self.timeout * 2
+                    self.timeout = min(MAX_TIMEOUT, longer)
                 if exc.working:
                     self.answered_at = time.monotonic()
             else:
@@ -152,5 +169,7 @@ class Pacer:
             )  # fmt: skip
 
     def busy_recently(self, within: float) -> bool:
-        """Whether the server answered or said it was busy working, in the last ``within`` s."""
-        return self.outage is None and time.monotonic() - self.answered_at < within
+        """Whether the server is working: a request in flight, or any answer within ``within`` s."""
+        if self.outage is not None:
+            return False
+        return self.in_flight is not None or time.monotonic() - self.answered_at < within

@@ -334,6 +334,14 @@ class Settings(BaseSettings, metaclass=_ErrorBoundary):
         description="Seconds between background sends of spooled records (default 1.0, "
         "at most 60).",
     )
+    senders: int = Field(
+        4,
+        ge=1,
+        le=64,
+        description="Requests in flight to one tracking server from all the processes of "
+        "a host, at most (default 4, from 1 to 64): many tasks started at once on one node "
+        "take turns instead of overrunning the server's database pool.",
+    )
 
     _origins: dict[str, str] = PrivateAttr(default_factory=dict)
     _local_default: str | None = PrivateAttr(default=None)
