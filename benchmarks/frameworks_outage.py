@@ -90,11 +90,16 @@ class Probe:
         self.last = time.perf_counter()
         self.longest = 0.0
         self.steps = 0
+        self.ends: list[float] = []  # wall clock at each step's end
+        self.took: list[float] = []  # each step, from the previous one's end
         self.collect: Callable[[], Points] = dict
 
     def step_ended(self, step: int) -> None:
         now = time.perf_counter()
-        self.longest, self.last = max(self.longest, now - self.last), now
+        took, self.last = now - self.last, now
+        self.longest = max(self.longest, took)
+        self.took.append(took)
+        self.ends.append(time.time())
         self.steps = step
         if step == self.kill_step:
             say("kill", at=time.time(), step=step)  # the parent kills the server now
@@ -261,6 +266,7 @@ def task(framework: str, mode: str, url: str, experiment: str, args: argparse.Na
     def report(**extra: Any) -> None:
         say("result", begin=begin, steps=probe.steps, longest=probe.longest, **state, **extra)
         say("points", points=probe.collect())
+        say("steps", ends=probe.ends[: len(probe.took)], took=probe.took[: len(probe.ends)])
 
     def capped() -> None:
         report(capped=True)
@@ -311,6 +317,7 @@ class Outcome:
     killed_step: int | None = None
     answered: float | None = None  # seconds after the kill
     restart_cpu: float | None = None  # CPU seconds the server took to start again
+    steps: list[tuple[float, float]] = field(default_factory=list)  # (end, seconds) each
     logged: int = 0
     found: int = 0
     rows: int = 0
@@ -328,6 +335,22 @@ class Outcome:
         if "start" in self.fit and "end" in self.fit:
             return self.fit["end"] - self.fit["start"]
         return None
+
+    @property
+    def setup(self) -> float | None:
+        """Block entry to the start of fit (run opened, logger and trainer built)."""
+        return self.fit["start"] - self.result["begin"] if "start" in self.fit else None
+
+    def phases(self) -> list[list[float]]:
+        """Step times before the kill, while the server was down, after it answered."""
+        split: list[list[float]] = [[], [], []]
+        if self.killed is None or self.answered is None:
+            split[0] = [took for _, took in self.steps]
+            return split
+        kill = self.result["begin"] + self.killed
+        for end, took in self.steps:
+            split[0 if end < kill else 1 if end < kill + self.answered else 2].append(took)
+        return split
 
     @property
     def after_fit(self) -> float | None:
@@ -401,7 +424,7 @@ def run_child(
     lines: dict[str, Any] = {"fit": {}}
     for line in child.stdout:
         tag, _, payload = line.partition(" ")
-        if tag not in ("kill", "fit", "result", "points"):
+        if tag not in ("kill", "fit", "result", "points", "steps"):
             continue  # MLflow's own prints ("View run ...")
         data = json.loads(payload)
         if tag == "kill" and killer is not None:
@@ -463,6 +486,8 @@ def variant(
         tail = (workdir / "task.log").read_text(errors="replace")[-3000:]
         raise RuntimeError(f"the {framework} {mode} task gave no result (exit {code}):\n{tail}")
     outcome = Outcome(framework, mode, outage, result, exited, lines["fit"])
+    timing = lines.get("steps", {})
+    outcome.steps = list(zip(timing.get("ends", []), timing.get("took", []), strict=False))
     if killer is not None and killer.killed is not None:
         outcome.killed = killer.killed - result["begin"]
         outcome.killed_step, outcome.answered = killer.step, killer.answered
@@ -534,11 +559,11 @@ def row(
     dupes = ", ".join(str(max(0, o.rows - o.found)) for o in runs)
     statuses = ", ".join(sorted({o.status for o in runs}))
     longest = median([o.result.get("longest") for o in runs])
-    fit, after = median([o.fit_wall for o in runs]), median([o.after_fit for o in runs])
+    fit = median([o.fit_wall for o in runs])
     ratio = f"{wall / base:.2f}x" if base else "-"
     return (
         f"| {framework} | {LABEL[(mode, outage)]} | {down} | {seconds(fit)} "
-        f"| {walls} | {ratio} | {seconds(after)} "
+        f"| {walls} | {ratio} "
         f"| {1000 * (longest or 0):,.0f} | {kept} | {dupes} | {statuses} "
         f"| {', '.join(str(o.runs) for o in runs)} |"
     )
@@ -563,15 +588,16 @@ def print_report(outcomes: list[Outcome], args: argparse.Namespace, info: dict[s
     )
     print(
         "| Framework | Variant | outage: killed at, after entry, killed → answering (server CPU) "
-        "| fit (s) | block entry → end (s) | ratio to baseline | fit end → block end (s) "
+        "| fit (s) | block entry → end (s) | ratio to baseline "
         "| longest step (ms) | points on server / logged | duplicate rows | final status "
         "| runs in experiment |"
     )
-    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---|---:|")
     groups = group(outcomes)
     for (framework, mode, outage), runs in groups.items():
         base = median([o.wall for o in groups.get((framework, mode, False), [])])
         print(row(framework, mode, outage, runs, base, args.cap))
+    print_phases(groups)
     print_targets(groups)
     print(
         "\nRatio: the median block entry → end against the same framework and mode without "
@@ -586,6 +612,34 @@ def print_report(outcomes: list[Outcome], args: argparse.Namespace, info: dict[s
         texts += [f"warning: {w}" for w in r.get("warnings") or []] + o.notes
         for text in texts:
             print(f"- {name}: {text}")
+
+
+def print_phases(groups: dict[tuple[str, str, bool], list[Outcome]]) -> None:
+    print(
+        "\nWhere the time went (medians over the runs; a step's time runs from the end of "
+        "the previous step, so it includes the logging calls)\n"
+    )
+    print(
+        "| Framework | Variant | block entry → fit (s) | fit (s) | fit end → block end (s) "
+        "| median step (ms): before the kill / server down / after it answered "
+        "| steps in each | step time beyond the baseline's median step, while down (s) |"
+    )
+    print("|---|---|---:|---:|---:|---|---|---:|")
+    for (framework, mode, outage), runs in groups.items():
+        base_runs = groups.get((framework, "sdk", False), [])
+        base = median([median([t for _, t in o.steps]) for o in base_runs]) or 0.0
+        split = [o.phases() for o in runs]
+        meds = [median([median(p[i]) for p in split]) for i in range(3)]
+        counts = "/".join(str(round(median([len(p[i]) for p in split]) or 0)) for i in range(3))
+        beyond = median([sum(t - base for t in p[1]) for p in split]) if outage else None
+        print(
+            f"| {framework} | {LABEL[(mode, outage)]} "
+            f"| {seconds(median([o.setup for o in runs]))} "
+            f"| {seconds(median([o.fit_wall for o in runs]))} "
+            f"| {seconds(median([o.after_fit for o in runs]))} "
+            f"| {' / '.join('-' if m is None else f'{1000 * m:.1f}' for m in meds)} "
+            f"| {counts if outage else counts.split('/')[0]} | {seconds(beyond)} |"
+        )
 
 
 def print_targets(groups: dict[tuple[str, str, bool], list[Outcome]]) -> None:
