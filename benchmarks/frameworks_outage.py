@@ -331,6 +331,7 @@ class Outcome:
     steps: list[tuple[float, float]] = field(default_factory=list)  # (end, seconds) each
     logged: int = 0
     found: int = 0
+    repeated: int = 0  # points logged again with the same step and value (counted once)
     rows: int = 0
     status: str = "?"
     runs: int = 0
@@ -454,13 +455,21 @@ def run_child(
 
 
 def count(outcome: Outcome, points: Points, url: str, experiment: str) -> None:
-    """Points on the server (a row with the logged step and value) against those logged."""
+    """Points on the server (a row with the logged step and value) against those logged.
+
+    A point logged twice with the same step and value counts once: the server may keep
+    one row of the two (the sqlite store drops a row identical in key, step, value and
+    timestamp; Transformers logs ``epoch`` at the last step twice, in the last step's
+    log and in the summary).
+    """
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(url)
     run_id = outcome.result.get("run_id")
     if run_id:
-        for key, logged in points.items():
+        for key, given in points.items():
+            logged = list(dict.fromkeys((int(step), float(v)) for step, v in given))
+            outcome.repeated += len(given) - len(logged)
             history = client.get_metric_history(run_id, key)
             outcome.rows += len(history)
             stored: dict[int, list[float]] = defaultdict(list)
@@ -627,6 +636,8 @@ def print_report(outcomes: list[Outcome], args: argparse.Namespace, info: dict[s
         r = o.result
         texts = [f"task error: {r['error']}"] if r.get("error") else []
         texts += [f"warning: {w}" for w in r.get("warnings") or []] + o.notes
+        if o.repeated:
+            texts.append(f"{o.repeated} point(s) logged twice with the same step and value")
         for text in texts:
             print(f"- {name}: {text}")
 
