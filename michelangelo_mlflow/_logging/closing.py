@@ -105,12 +105,12 @@ def _end_children(children: list[RunSpool], status: str) -> None:
 def _hurry(family: list[RunSpool]) -> Iterator[None]:
     pacers = {id(p): p for p in (member.pacer() for member in family)}
     for pacer in pacers.values():
-        pacer.hurry += 1
+        pacer.hurry_up()  # a backoff drawn before the close is cut to a second as well
     try:
         yield
     finally:
         for pacer in pacers.values():
-            pacer.hurry -= 1
+            pacer.calm_down()
 
 
 def _foreign(spool: RunSpool, run_ids: set[str]) -> _Foreign:

@@ -84,6 +84,7 @@ class Pacer:
         self._srtt: float | None = None
         self._rttvar = 0.0
         self._failures = 0
+        self._told_when = False  # the wait drawn is the server's Retry-After
         self._lock = threading.Lock()
 
     def ready(self) -> bool:
@@ -147,8 +148,10 @@ class Pacer:
             ceiling = _BACKOFF_MAX_CLOSING if self.hurry else _BACKOFF_MAX
             delay = random.uniform(0, min(ceiling, _BACKOFF_FIRST * 2 ** (self._failures - 1)))
             first = False
+            self._told_when = False
             if isinstance(exc, Busy):
                 if exc.retry_after is not None:
+                    self._told_when = exc.retry_after > delay
                     delay = max(delay, exc.retry_after)
                 if exc.timed_out:
                     # Queued behind others' work (working) or not answering at all: either
@@ -167,6 +170,22 @@ class Pacer:
                 "the MLflow tracking server at %s is not taking records (%s); they are kept "
                 "in the spool and sent when it answers again", self.route.tracking_uri, exc,
             )  # fmt: skip
+
+    def hurry_up(self) -> None:
+        """A run is closing: back off at most a second, from now on and for the wait drawn.
+
+        A ``Retry-After`` the server gave is still honoured.
+        """
+        with self._lock:
+            self.hurry += 1
+            soonest = time.monotonic() + _BACKOFF_MAX_CLOSING
+            if self.retry_at > soonest and not self._told_when:
+                self.retry_at = soonest
+
+    def calm_down(self) -> None:
+        """A closing run is done waiting."""
+        with self._lock:
+            self.hurry -= 1
 
     def busy_recently(self, within: float) -> bool:
         """Whether the server is working: a request in flight, or any answer within ``within`` s."""
