@@ -192,7 +192,8 @@ def simple_train_gpt(
         tracking_uri=mlflow.get_tracking_uri(),
         run_name=f"training-{model_name}",
         # michelangelo-mlflow: log into the tracked run (Lightning then ignores
-        # run_name= and tags=; mlflow.set_tags below sets them on the tracked run).
+        # run_name= and tags=; the SDK applies them when the logger first reads the
+        # run, and mlflow.set_tags below sets the tags on versions before that).
         run_id=mlflow.active_run().info.run_id,
         tags={
             "model_name": model_name,
