@@ -21,9 +21,10 @@ import shutil
 import socket
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from michelangelo_mlflow.testing import TrackingServer
 
@@ -132,3 +133,38 @@ def mlflow_server(kind: str, root: Path, *, workers: int) -> Iterator[TrackingSe
         uri = pg.create_database("mlflow")
         with TrackingServer(root, backend_store_uri=uri, workers=workers) as server:
             yield server
+
+
+def run_body(
+    mode: str, url: str, experiment: str, run_name: str, body: Callable[[str], None]
+) -> tuple[str | None, list[Any]]:
+    """``body(run_id)`` inside this SDK's tracked run (``mode == "sdk"``) or a plain one.
+
+    The spool, for the SDK, is in the working directory. An exception is reported, not
+    hidden or raised.
+
+    Returns:
+        The error (``"Type: message"``) or ``None``, and the warnings caught meanwhile.
+    """
+    import warnings
+
+    import mlflow
+
+    import michelangelo_mlflow as mm
+
+    error = None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            if mode == "sdk":
+                settings = mm.Settings(tracking_uri=url)
+                with mm.tracking_run(experiment, run_name, settings=settings) as run:
+                    body(run.info.run_id)
+            else:
+                mlflow.set_tracking_uri(url)
+                mlflow.set_experiment(experiment)
+                with mlflow.start_run(run_name=run_name) as run:
+                    body(run.info.run_id)
+        except BaseException as exc:  # reported, not hidden
+            error = f"{type(exc).__name__}: {exc}"
+    return error, list(caught)

@@ -258,11 +258,6 @@ def preload(framework: str, threads: int) -> None:
 
 
 def task(framework: str, mode: str, url: str, experiment: str, args: argparse.Namespace) -> None:
-    import warnings
-
-    import mlflow
-
-    import michelangelo_mlflow as mm
 
     preload(framework, args.torch_threads)
     total = (
@@ -294,21 +289,9 @@ def task(framework: str, mode: str, url: str, experiment: str, args: argparse.Na
         else:
             transformers_task(probe, args, Path.cwd())
 
-    error = None
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            if mode == "sdk":
-                settings = mm.Settings(tracking_uri=url)  # the spool in the working directory
-                with mm.tracking_run(experiment, "train", settings=settings) as run:
-                    train(run.info.run_id)
-            else:
-                mlflow.set_tracking_uri(url)
-                mlflow.set_experiment(experiment)
-                with mlflow.start_run(run_name="train") as run:
-                    train(run.info.run_id)
-        except BaseException as exc:  # reported, not hidden
-            error = f"{type(exc).__name__}: {exc}"
+    from _servers import run_body
+
+    error, caught = run_body(mode, url, experiment, "train", train)
     closed = time.time()
     watchdog.cancel()
     ours = [f"{w.category.__name__}: {w.message}" for w in caught if "michelangelo" in w.filename]

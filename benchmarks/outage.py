@@ -50,11 +50,8 @@ def value(step: int) -> float:
 
 # --- the task (child process) --------------------------------------------------------------
 def task(mode: str, url: str, experiment: str, points: int, interval: float, cap: float) -> None:
-    import warnings
 
     import mlflow
-
-    import michelangelo_mlflow as mm
 
     state: dict[str, Any] = {"logged": 0, "longest": 0.0, "stalled": 0.0, "run_id": None}
     begin = time.time()
@@ -83,21 +80,9 @@ def task(mode: str, url: str, experiment: str, points: int, interval: float, cap
                 state["stalled"] += took
             state["logged"] = step + 1
 
-    error = None
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            if mode == "sdk":
-                settings = mm.Settings(tracking_uri=url)  # the spool in the working directory
-                with mm.tracking_run(experiment, "task", settings=settings) as run:
-                    loop(run.info.run_id)
-            else:
-                mlflow.set_tracking_uri(url)
-                mlflow.set_experiment(experiment)
-                with mlflow.start_run(run_name="task") as run:
-                    loop(run.info.run_id)
-        except BaseException as exc:  # reported, not hidden
-            error = f"{type(exc).__name__}: {exc}"
+    from _servers import run_body
+
+    error, caught = run_body(mode, url, experiment, "task", loop)
     closed = time.time()
     watchdog.cancel()
     ours = list(dict.fromkeys(f"{w.category.__name__}: {w.message}" for w in caught))
