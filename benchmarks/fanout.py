@@ -25,7 +25,8 @@ runs this SDK's tasks first, then the baselines. Its health (the median of 5 ``G
 is measured before the SDK's tasks, right after them, and after all variants.
 
 With ``--outage S``, the ``sdk`` and ``batch`` variants run once more, and 3 s after
-every task's run exists (a run cannot start while the server is down) the server is
+every task's run exists or its process ended (a run cannot start while the server is
+down; a baseline task the busy server refused never opens one) the server is
 killed (SIGKILL to its process group) and restarted
 on the same port and store so that it answers about S seconds after the kill.
 
@@ -34,7 +35,10 @@ Reported per variant:
 - wall time: from "go" to the last task's process ended (its exit handlers included);
 - write requests: POST/PUT/PATCH/DELETE requests the server answered, other than
   searches, counted in the server's access log (MLflow 3's uvicorn logs one line per
-  answer; a request cut off by a kill is not counted), and the 4xx and 5xx answers;
+  answer; a request cut off by a kill is not counted), the same a task (a plain task
+  that succeeds makes 4: create, two ``log-batch``, update; one that fails makes
+  fewer, so a baseline that lost tasks makes fewer requests), and the 4xx and 5xx
+  answers;
 - failed tasks: a non-zero exit, an exception in the task, or killed at ``--cap``;
 - complete at block end: right after its ``with`` block ended, each task asks the
   server (``MlflowClient.get_metric_history``, MLflow's own REST store: the run is
@@ -131,7 +135,9 @@ def task(variant: str, url: str, experiment: str, points: int) -> None:
 
     import mlflow  # imported before "ready": imports are not timed
 
-    import michelangelo_mlflow  # noqa: F401
+    import michelangelo_mlflow
+
+    michelangelo_mlflow.tracking_run  # noqa: B018  (its modules load on first access: load them now)
 
     print("ready", flush=True)
     if sys.stdin.readline().strip() != "go":  # the harness is gone
@@ -224,13 +230,20 @@ def spawn(
     return children
 
 
-def all_runs_open(server: Any, experiment_id: str, n: int, timeout: float = 600.0) -> None:
-    """Wait until the experiment has ``n`` runs: every task is inside its block."""
+def all_runs_open(server: Any, experiment_id: str, children: list[Any], timeout: float = 600.0):
+    """Wait until every task is inside its block (its run exists) or gone.
+
+    A baseline task the busy server refused before its run was created (the pool's
+    400) never opens one: it is counted as gone when its process has ended.
+    """
     from mlflow import MlflowClient
 
     client = MlflowClient(server.url)
     deadline = time.time() + timeout
-    while time.time() < deadline and len(client.search_runs([experiment_id])) < n:
+    while time.time() < deadline:
+        gone = sum(child.poll() is not None for child in children)
+        if len(client.search_runs([experiment_id])) + gone >= len(children):
+            return
         time.sleep(0.2)
 
 
@@ -299,7 +312,7 @@ def run_variant(
     try:
         killer = None
         if outage is not None:
-            wait = lambda: all_runs_open(server, experiment_id, n)  # noqa: E731
+            wait = lambda: all_runs_open(server, experiment_id, children)  # noqa: E731
             killer = outage_thread(server, go, outage, estimate, span, wait)
         ended = wait_all(children, go + args.cap)
     finally:
@@ -459,7 +472,7 @@ def print_group(found: dict[str, Any], args: argparse.Namespace) -> None:
             name += f", outage {o.outage_span}" if outage else ""
             print(
                 f"| {server} | {n} | {name} | {o.wall:.1f} | {ratio(o.wall, base and base.wall)} "
-                f"| {o.writes:,} | {ratio(o.writes, base and base.writes)} "
+                f"| {o.writes:,} | {o.writes / n:.2f} | {ratio(o.writes, base and base.writes)} "
                 f"| {o.errors_4xx} / {o.errors_5xx} | {o.failed} "
                 f"| {o.complete}/{n}"
                 + (f" ({o.slow_queries} slow)" if o.slow_queries else "")
@@ -476,11 +489,11 @@ def print_report(groups: list[dict[str, Any]], args: argparse.Namespace, info: d
         f"total {info['wall']:.0f} s\n"
     )
     print(
-        "| Server | Tasks | Variant | Wall (s) | vs batch | Write requests | vs batch "
+        "| Server | Tasks | Variant | Wall (s) | vs batch | Write requests | A task | vs batch "
         "| 4xx / 5xx answers | Failed tasks | Complete at block end | On server at the end "
         "| Duplicate rows | Runs not FINISHED | Median block end (s) |"
     )
-    print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for found in groups:
         print_group(found, args)
     print("\nServer health (median ms of 5 `GET /health` / 3 probe `log_batch` of 1,000 points):")

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from michelangelo_mlflow._logging.courier import hold_for_full_batch
 from michelangelo_mlflow._logging.delivery import MAX_BATCH_BYTES, units
 from michelangelo_mlflow._logging.records import encode_metric, encode_records
 from michelangelo_mlflow._logging.storage import Damaged, Storage, leftover_paths
@@ -208,3 +209,24 @@ def test_a_request_stays_under_the_size_limit() -> None:
         size = sum(len(json.dumps(r)) for r in unit.records)
         assert size < MAX_BATCH_BYTES
     assert len(packed) > 1
+
+
+# --- when a spool that is due waits for a full batch -----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("pending", "last", "holds", "held"),
+    [
+        (40_000, 0, 0, True),  # 40 kB in one interval: a full batch within the next
+        (40_000, 0, 2, False),  # waited two intervals already: sent now
+        (20_000, 0, 0, False),  # logging slowly: sent every interval, as before
+        (40_000, 40_000, 0, False),  # no longer growing: nothing more is coming soon
+        (30_000, 25_000, 0, False),  # grew, but too slowly to fill a batch in time
+        (60_000, 50_000, 1, True),  # nearly full, and full within the next interval
+        (200_000, 10_000, 1, True),  # past a full batch: the full ones go, the rest waits
+    ],
+)
+def test_a_spool_filling_fast_waits_at_most_two_intervals_for_a_full_batch(
+    pending: int, last: int, holds: int, held: bool
+) -> None:
+    assert hold_for_full_batch(pending, last, holds) is held

@@ -64,6 +64,7 @@ __all__ = [
     "Delivery",
     "RunSpool",
     "courier",
+    "hold_for_full_batch",
     "open_child",
     "open_run",
     "storage_for",
@@ -77,6 +78,9 @@ TERMINAL = frozenset({"FINISHED", "FAILED", "KILLED"})
 
 WAKE_BYTES = 64 * 1024
 """Pending bytes (about a full batch of metric points) that wake the courier early."""
+
+HOLD_INTERVALS = 2
+"""Intervals past its due time a spool filling fast may wait for a full batch."""
 
 
 @dataclass
@@ -627,6 +631,7 @@ class Courier:
 
     def _loop(self) -> None:
         due: dict[int, float] = {}
+        seen: dict[int, tuple[int, int]] = {}  # pending bytes at the last look, holds in a row
         while True:
             with self._condition:
                 if not self._urgent:  # a wake() during the last round is not lost
@@ -637,10 +642,19 @@ class Courier:
             # A spool's first records wait an interval too: a run that logs fast fills
             # whole batches meanwhile instead of sending its first few points alone.
             due = {id(spool): due.get(id(spool), now + self.interval) for spool in spools}
+            seen = {key: seen.get(key, (0, 0)) for key in due}
             for spool in spools:
                 key = id(spool)
                 pacer = self.pacer(spool.route)
-                asked = key in urgent or spool.closing or due[key] <= now
+                asked = key in urgent or spool.closing
+                if not asked and due[key] <= now:
+                    pending = spool.pending_bytes()
+                    last, holds = seen[key]
+                    if hold_for_full_batch(pending, last, holds):
+                        seen[key] = (pending, holds + 1)
+                        due[key] = now + self.interval
+                    else:
+                        asked = True
                 if not (asked or spool.full()) or not spool.due() or not pacer.ready():
                     continue
                 try:
@@ -648,6 +662,7 @@ class Courier:
                 except Exception:  # never let one run's bug stop the others' delivery
                     log.exception("delivering the records of run %s failed", spool.run_id)
                 due[key] = time.monotonic() + self.interval
+                seen[key] = (spool.pending_bytes(), 0 if asked else seen[key][1])
 
     def _next_wait(self, due: dict[int, float]) -> float:
         """Seconds until a spool is due, may retry, or (closing) should be looked at."""
@@ -664,6 +679,23 @@ class Courier:
             else:
                 waits.append(due.get(id(spool), now) - now)
         return max(0.005, min(waits))
+
+
+def hold_for_full_batch(pending: int, last: int, holds: int) -> bool:
+    """Whether a spool due for delivery waits one more interval for a full batch.
+
+    A run logging fast enough to fill a batch within the next interval would otherwise
+    send a partial batch every interval: more requests for the same points than
+    ``log_batch`` calls make, which is what a busy server can least afford. It waits
+    at most :data:`HOLD_INTERVALS` intervals; a run logging slowly is never held.
+
+    Args:
+        pending: Bytes of the run not yet delivered, now.
+        last: Bytes not yet delivered an interval ago (after that look's delivery).
+        holds: Intervals it has waited so far, in a row.
+    """
+    grown = pending - last
+    return holds < HOLD_INTERVALS and grown > 0 and pending + grown >= WAKE_BYTES
 
 
 def _raise_changed_param(run_id: str, key: str, known: str, value: str) -> None:
