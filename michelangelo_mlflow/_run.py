@@ -16,7 +16,9 @@ import contextvars
 import enum
 import logging
 import os
+import random
 import signal
+import time
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -38,7 +40,8 @@ from michelangelo_mlflow._errors import (
 from michelangelo_mlflow._experiment import experiment_id
 from michelangelo_mlflow._logging.closing import close_run
 from michelangelo_mlflow._logging.courier import Delivery, RunSpool, open_run, take_over
-from michelangelo_mlflow._logging.delivery import Route
+from michelangelo_mlflow._logging.delivery import Route, is_busy_answer
+from michelangelo_mlflow._logging.gate import SendGate
 from michelangelo_mlflow._logging.store import host_creds, routing_to, tracking
 from michelangelo_mlflow._preflight import ensure_preflight
 from michelangelo_mlflow._scope import (
@@ -213,7 +216,7 @@ class TrackingRun:
         self._stack.enter_context(routing_to(route))
         self._stack.enter_context(autolog_scope(self.autolog, run=self._describe_self()))
         with translate(settings.safe_tracking_uri, run_id=self.run_id):
-            self.active_run = self._start()
+            self.active_run = self._start_taking_turns(route)
         run = self.active_run
         if directory is not None and route is not None:
             self.spool = self._open_spool(directory, route, run)
@@ -311,6 +314,29 @@ class TrackingRun:
             # The run's own server: a routed run's records go there through its spool.
             self._mlflow_client = MlflowClient(self.settings.effective_tracking_uri)
         return self._mlflow_client
+
+    def _start_taking_turns(self, route: Route | None) -> ActiveRun:
+        """Start the run, taking turns with this host's other tasks on a busy server.
+
+        The requests that start it wait for a slot of the host's gate, as the spool's
+        do, and an answer that the server is busy and did nothing (a database error in
+        a 400, a 429 or 503) is tried again after a full-jitter backoff, within the
+        grace: 64 tasks starting at once on one server start rather than fail.
+        """
+        deadline = time.monotonic() + self.settings.spool_grace
+        ceiling = 0.25
+        while True:
+            try:
+                if route is None:
+                    return self._start()
+                with SendGate(route.tracking_uri, route.senders).slot(wait=route.timeout):
+                    return self._start()
+            except Exception as exc:
+                if not is_busy_answer(exc) or time.monotonic() + ceiling > deadline:
+                    raise
+                log.info("the tracking server is busy (%s); starting the run again", exc)
+            time.sleep(random.uniform(0, ceiling))
+            ceiling = min(8.0, ceiling * 2)
 
     def _start(self) -> ActiveRun:
         import mlflow

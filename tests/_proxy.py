@@ -37,7 +37,7 @@ class FaultProxy(Service):
         self.mode = "forward"
         self.log: list[tuple[str, str, int | None]] = []
         self._drops: dict[str, int] = {}
-        self._refusals: dict[str, int] = {}
+        self._refusals: dict[str, tuple[int, bytes | None, int | None]] = {}
         self._lock = threading.Lock()
         self._session = requests.Session()
         outer = self
@@ -68,10 +68,19 @@ class FaultProxy(Service):
         with self._lock:
             self._drops[path] = count
 
-    def refuse(self, prefix: str, status: int) -> None:
-        """Answer requests whose path starts with ``prefix`` with ``status``, unforwarded."""
+    def refuse(
+        self, prefix: str, status: int, *, body: bytes | None = None, times: int | None = None
+    ) -> None:
+        """Answer requests whose path starts with ``prefix`` with ``status``, unforwarded.
+
+        Args:
+            prefix: The paths refused.
+            status: The answer's status.
+            body: The answer's body (default: a proxy's HTML page).
+            times: Refuse only the next ``times`` such requests, then forward them.
+        """
         with self._lock:
-            self._refusals[prefix] = status
+            self._refusals[prefix] = (status, body, times)
 
     def requests_to(self, path: str) -> list[int | None]:
         """The statuses clients got from requests to ``path``, in order."""
@@ -89,10 +98,21 @@ class FaultProxy(Service):
             self._record(handler.command, path, 503)
             return
         with self._lock:
-            refusal = next((s for p, s in self._refusals.items() if path.startswith(p)), None)
+            prefix = next((p for p in self._refusals if path.startswith(p)), None)
+            refusal = self._refusals.get(prefix) if prefix is not None else None
+            if prefix is not None and refusal is not None and refusal[2] is not None:
+                left = refusal[2] - 1
+                if left > 0:
+                    self._refusals[prefix] = (refusal[0], refusal[1], left)
+                else:
+                    del self._refusals[prefix]
         if refusal is not None:
-            self._answer(handler, refusal, b"<html>Request Entity Too Large</html>", {})
-            self._record(handler.command, path, refusal)
+            status, page, _ = refusal
+            if page is None:
+                self._answer(handler, status, b"<html>Request Entity Too Large</html>", {})
+            else:
+                self._answer(handler, status, page, {"Content-Type": "application/json"})
+            self._record(handler.command, path, status)
             return
         try:
             response = self._session.request(

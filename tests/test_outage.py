@@ -420,3 +420,35 @@ def test_sync_dry_run_lists_what_it_would_send_and_sends_nothing(
     assert client.get_run(run.info.run_id).info.status == "RUNNING"  # nothing was sent
     assert CliRunner().invoke(main, ["sync"], env=env).exit_code == 0
     assert client.get_run(run.info.run_id).info.status == "FINISHED"
+
+
+POOL_400 = (
+    b'{"error_code": "BAD_REQUEST", "message": "(sqlalchemy.exc.TimeoutError) QueuePool '
+    b"limit of size 5 overflow 10 reached, connection timed out, timeout 30.00 (Background "
+    b'on this error at: https://sqlalche.me/e/21/3o7r)"}'
+)
+
+
+def test_a_busy_servers_pool_400_at_run_start_is_tried_again(
+    proxy: FaultProxy, client: MlflowClient
+) -> None:
+    # 64 tasks starting at once exhaust a 1-worker server's pool: MLflow answers the
+    # creation 400 with SQLAlchemy's text, and nothing was created. The run starts.
+    proxy.refuse("/api/2.0/mlflow/runs/create", 400, body=POOL_400, times=3)
+    with mm.tracking_run("outage", "pool", settings=mm.Settings(tracking_uri=proxy.url)) as run:
+        mlflow.log_metric("loss", 0.5, step=0)
+    assert proxy.requests_to("/api/2.0/mlflow/runs/create") == [400, 400, 400, 200]
+    assert client.get_run(run.info.run_id).info.status == "FINISHED"
+    experiment = client.get_experiment_by_name("outage")
+    assert experiment is not None
+    named = client.search_runs([experiment.experiment_id], "attributes.run_name = 'pool'")
+    assert [r.info.run_id for r in named] == [run.info.run_id]  # one run, not four
+
+
+def test_a_refusal_at_run_start_is_not_tried_again(proxy: FaultProxy) -> None:
+    refusal = b'{"error_code": "INVALID_PARAMETER_VALUE", "message": "Invalid value for tags"}'
+    proxy.refuse("/api/2.0/mlflow/runs/create", 400, body=refusal)
+    with pytest.raises(mm.exceptions.TrackingError, match="Invalid value for tags"):
+        with mm.tracking_run("outage", "refused", settings=mm.Settings(tracking_uri=proxy.url)):
+            pass  # pragma: no cover - never entered
+    assert proxy.requests_to("/api/2.0/mlflow/runs/create") == [400]

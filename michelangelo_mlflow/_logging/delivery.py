@@ -500,6 +500,24 @@ def http_status(exc: BaseException) -> int | None:
     return int(match.group(1)) if match else None
 
 
+def is_busy_answer(exc: BaseException) -> bool:
+    """Whether MLflow's client raised for a "not now" answer after which nothing was done.
+
+    MLflow's 400 ``BAD_REQUEST`` carrying a database error (an exhausted connection
+    pool, a lock: the transaction was rolled back), and a 429 or 503 that outlasted
+    MLflow's own retries. A timeout is not: the server may have done the work.
+    """
+    from mlflow.exceptions import MlflowException
+
+    if not isinstance(exc, MlflowException):
+        return False
+    if exc.error_code == "BAD_REQUEST" and any(m in str(exc.message) for m in _DATABASE_ERROR):
+        return True
+    return exc.error_code in ("TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED") or (
+        http_status(exc) in (429, 503)
+    )
+
+
 def is_transport_failure(exc: BaseException) -> bool:
     """Whether a failed call got no answer, or a "not now" one (connection, timeout, 5xx).
 
