@@ -242,7 +242,11 @@ def all_runs_open(server: Any, experiment_id: str, children: list[Any], timeout:
     deadline = time.time() + timeout
     while time.time() < deadline:
         gone = sum(child.poll() is not None for child in children)
-        if len(client.search_runs([experiment_id])) + gone >= len(children):
+        try:
+            runs = len(client.search_runs([experiment_id]))
+        except Exception:  # the busy server's pool 400: ask again
+            runs = 0
+        if runs + gone >= len(children):
             return
         time.sleep(0.2)
 
