@@ -60,6 +60,7 @@ def retry_call(
     budget: Budget,
     timeout: float,
     on: tuple[type[BaseException], ...],
+    when: Callable[[BaseException], bool] | None = None,
     initial_wait: float = 0.1,
     max_wait: float = 1.0,
 ) -> T:
@@ -75,6 +76,7 @@ def retry_call(
         budget: The deadline shared with other calls.
         timeout: The largest timeout of one call.
         on: Exception types that are retried; others propagate at once.
+        when: Retry only the exceptions of those types for which this returns true.
         initial_wait: Backoff before the second attempt, in seconds (then doubled).
         max_wait: Largest backoff, in seconds.
 
@@ -99,7 +101,9 @@ def retry_call(
         stop=tenacity.stop_after_attempt(attempts) | _OutOfBudget(budget),
         wait=tenacity.wait_exponential(multiplier=initial_wait, max=max_wait)
         + tenacity.wait_random(0, initial_wait),
-        retry=tenacity.retry_if_exception_type(on),
+        retry=tenacity.retry_if_exception(
+            lambda exc: isinstance(exc, on) and (when is None or when(exc))
+        ),
         before_sleep=log_retry,
         reraise=True,
     )

@@ -16,9 +16,7 @@ import contextvars
 import enum
 import logging
 import os
-import random
 import signal
-import time
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -44,6 +42,7 @@ from michelangelo_mlflow._logging.delivery import Route, is_busy_answer
 from michelangelo_mlflow._logging.gate import SendGate
 from michelangelo_mlflow._logging.store import host_creds, routing_to, tracking
 from michelangelo_mlflow._preflight import ensure_preflight
+from michelangelo_mlflow._retry import Budget, retry_call
 from michelangelo_mlflow._scope import (
     ScopeMode,
     holder_description,
@@ -320,23 +319,26 @@ class TrackingRun:
 
         The requests that start it wait for a slot of the host's gate, as the spool's
         do, and an answer that the server is busy and did nothing (a database error in
-        a 400, a 429 or 503) is tried again after a full-jitter backoff, within the
-        grace: 64 tasks starting at once on one server start rather than fail.
+        a 400, a 429 or 503) is tried again with backoff, within the grace: 64 tasks
+        starting at once on one server start rather than fail.
         """
-        deadline = time.monotonic() + self.settings.spool_grace
-        ceiling = 0.25
-        while True:
-            try:
-                if route is None:
-                    return self._start()
-                with SendGate(route.tracking_uri, route.senders).slot(wait=route.timeout):
-                    return self._start()
-            except Exception as exc:
-                if not is_busy_answer(exc) or time.monotonic() + ceiling > deadline:
-                    raise
-                log.info("the tracking server is busy (%s); starting the run again", exc)
-            time.sleep(random.uniform(0, ceiling))
-            ceiling = min(8.0, ceiling * 2)
+
+        def start(timeout: float) -> ActiveRun:
+            if route is None:
+                return self._start()
+            with SendGate(route.tracking_uri, route.senders).slot(wait=route.timeout):
+                return self._start()
+
+        return retry_call(
+            start,
+            attempts=1_000,  # bounded by the grace
+            budget=Budget(self.settings.spool_grace),
+            timeout=self.settings.spool_grace,
+            on=(Exception,),
+            when=is_busy_answer,
+            initial_wait=0.25,
+            max_wait=8.0,
+        )
 
     def _start(self) -> ActiveRun:
         import mlflow

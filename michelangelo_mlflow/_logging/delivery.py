@@ -48,6 +48,7 @@ from michelangelo_mlflow.exceptions import (
 if TYPE_CHECKING:
     import requests
     from mlflow.entities import Run
+    from mlflow.exceptions import MlflowException
 
 __all__ = [
     "MAX_BATCH_BYTES",
@@ -405,7 +406,7 @@ def _request(
         verify_rest_response(response, endpoint)
     except MlflowException as exc:
         reason = str(exc.message).splitlines()[0]
-        if exc.error_code == "BAD_REQUEST" and any(m in str(exc.message) for m in _DATABASE_ERROR):
+        if _database_error(exc):
             raise Busy(f"database busy: {reason[:200]}", working=True) from exc
         if response.status_code in REFUSED_DATA_STATUSES and exc.error_code not in _RUN_LEVEL:
             raise Invalid(reason) from exc
@@ -511,11 +512,16 @@ def is_busy_answer(exc: BaseException) -> bool:
 
     if not isinstance(exc, MlflowException):
         return False
-    if exc.error_code == "BAD_REQUEST" and any(m in str(exc.message) for m in _DATABASE_ERROR):
+    if _database_error(exc):
         return True
     return exc.error_code in ("TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED") or (
         http_status(exc) in (429, 503)
     )
+
+
+def _database_error(exc: MlflowException) -> bool:
+    """Whether MLflow answered 400 ``BAD_REQUEST`` with a database error's text."""
+    return exc.error_code == "BAD_REQUEST" and any(m in str(exc.message) for m in _DATABASE_ERROR)
 
 
 def is_transport_failure(exc: BaseException) -> bool:
