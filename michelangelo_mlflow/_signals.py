@@ -15,8 +15,16 @@ in the process that opened the run, and its handler does almost nothing:
 Either way, the handler never runs inside the SDK's own critical sections (a record
 being stored): a signal arriving there is deferred to the section's end
 (:func:`critical`). A signal arriving while the run is closing is handed on after
-the close. A forked child (a pool worker, a DataLoader worker) inherits the handler
-but not the run: there it acts exactly as the handler installed before would have.
+the close. A forked child (a pool worker, a DataLoader worker) inherits neither the
+handler nor the run: the handlers installed before are put back in it at the fork,
+so a ``Pool``'s ``terminate()`` kills its workers by the kernel's default action, as
+it would without us.
+
+The SDK's own threads (the courier, the checkpointer) are started with both signals
+blocked (:func:`start_thread`): the kernel gives a process's signal to a thread that
+does not block it, and Python runs handlers only in the main thread, so a signal
+taken by a background thread would not interrupt a main thread waiting in a system
+call (a lock, a queue), and would never end a child whose main thread waits forever.
 """
 
 from __future__ import annotations
@@ -29,7 +37,9 @@ from collections.abc import Callable, Iterator
 from types import FrameType, TracebackType
 from typing import Any
 
-__all__ = ["SignalScope", "Terminated", "critical"]
+__all__ = ["SignalScope", "Terminated", "critical", "start_thread"]
+
+_HANDLED = (signal.SIGTERM, signal.SIGINT)
 
 
 class Terminated(BaseException):
@@ -67,6 +77,34 @@ def critical() -> Iterator[None]:
                 scope.act(signum)
 
 
+def start_thread(thread: threading.Thread) -> None:
+    """Start one of the SDK's threads with SIGTERM and SIGINT blocked in it.
+
+    A new thread inherits its creator's signal mask: the signals are blocked around
+    ``start()`` and the creator's mask is put back at once (a signal that arrived
+    meanwhile is then delivered to the creator).
+    """
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _HANDLED)
+    try:
+        thread.start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+_open_scopes: list[SignalScope] = []
+"""The scopes whose handlers are installed (a forked child puts theirs back)."""
+
+
+def _after_fork_in_child() -> None:
+    """A forked child handles signals as it would have without the SDK."""
+    for scope in reversed(list(_open_scopes)):
+        scope.restore(in_child=True)
+    _open_scopes.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class SignalScope:
     """Handle SIGTERM (and SIGINT) for one open run, in the process that opened it.
 
@@ -96,6 +134,8 @@ class SignalScope:
                 continue  # someone else's SIGINT handling: theirs alone
             self.previous[signum] = previous
             signal.signal(signum, self._handler)
+        if self.previous:
+            _open_scopes.append(self)
         return self
 
     def __exit__(
@@ -106,16 +146,24 @@ class SignalScope:
     ) -> None:
         self.restore()
 
-    def restore(self) -> None:
-        """Put the previous handlers back (where ours are still installed)."""
-        if os.getpid() != self.pid or threading.current_thread() is not threading.main_thread():
+    def restore(self, *, in_child: bool = False) -> None:
+        """Put the previous handlers back (where ours are still installed).
+
+        Args:
+            in_child: Called in a forked child, at the fork (its process id differs).
+        """
+        if not in_child and os.getpid() != self.pid:
             return
+        if threading.current_thread() is not threading.main_thread():
+            return
+        with contextlib.suppress(ValueError):
+            _open_scopes.remove(self)
         for signum, previous in self.previous.items():
             if signal.getsignal(signum) == self._handler:
                 signal.signal(signum, previous)
 
     def _handler(self, signum: int, frame: FrameType | None) -> None:
-        if os.getpid() != self.pid:  # a forked child: the run is not its own
+        if os.getpid() != self.pid:  # a child forked where its handlers could not be put back
             self.hand_on(signum, frame)
             return
         if getattr(_local, "depth", 0) > 0:

@@ -21,6 +21,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def run_program(program: str, mode: str, url: str, experiment: str, cwd: Path) -> str:
+    """Run one program; the top-level run's id (its output's last line)."""
+    return program_output(program, mode, url, experiment, cwd)[-1]
+
+
+def program_output(program: str, mode: str, url: str, experiment: str, cwd: Path) -> list[str]:
     env = {**os.environ, "MLFLOW_TRACKING_URI": url, "PYTHONPATH": str(ROOT)}
     result = subprocess.run(
         [sys.executable, "-m", "tests.helpers.fork_programs", program, mode, experiment],
@@ -31,7 +36,7 @@ def run_program(program: str, mode: str, url: str, experiment: str, cwd: Path) -
         timeout=240,  # a hang (an inherited lock held forever) fails here
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    return result.stdout.strip().splitlines()[-1]
+    return result.stdout.strip().splitlines()
 
 
 def landed(client: MlflowClient, run_id: str) -> tuple[str, dict[str, list[tuple[int, float]]]]:
@@ -57,6 +62,20 @@ def test_children_log_what_plain_mlflow_would(
     assert len(points) == expected
     assert all(len(history) == POINTS for history in points.values())
     assert not (tmp_path / ".michelangelo-mlflow-spool").exists()  # all delivered, all removed
+
+
+def test_a_forked_child_handles_sigterm_as_it_would_without_the_sdk(
+    tracking_server: TrackingServer, client: MlflowClient, tmp_path: Path
+) -> None:
+    # A child inherits the SDK's handler with the fork: restored at the fork, SIGTERM is
+    # the kernel's default again, whichever of the child's threads the kernel gives it to.
+    for mode in ("plain", "sdk"):
+        experiment = f"term-{mode}-{tmp_path.name}"
+        output = program_output(
+            "terminate-waiting-child", mode, tracking_server.url, experiment, tmp_path
+        )
+        assert "child SIGTERM default: True" in output, output
+        assert len(client.get_metric_history(output[-1], "w0")) == POINTS
 
 
 def test_a_child_with_its_own_tracked_run_finishes_it(

@@ -594,7 +594,7 @@ class Courier:
                 self._thread = threading.Thread(
                     target=self._loop, name="michelangelo-mlflow-courier", daemon=True
                 )
-                self._thread.start()
+                _signals.start_thread(self._thread)
             self._condition.notify()
 
     def remove(self, spool: RunSpool) -> None:

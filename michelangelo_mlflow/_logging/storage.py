@@ -45,6 +45,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from michelangelo_mlflow import _signals
+
 __all__ = [
     "SCHEMA_VERSION",
     "Damaged",
@@ -615,7 +617,7 @@ class _Checkpointer:
             self._thread = threading.Thread(
                 target=self._loop, name="michelangelo-mlflow-checkpoint", daemon=True
             )
-            self._thread.start()
+            _signals.start_thread(self._thread)
         self._wanted.set()
 
     def stop(self) -> None:

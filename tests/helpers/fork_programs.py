@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -84,6 +85,35 @@ def child_opens_its_own_run(run_id: str) -> None:
     assert os.waitstatus_to_exitcode(status) == 0, status
 
 
+def child_terminated_while_waiting(run_id: str) -> None:
+    """A child whose main thread waits on a lock forever is ended by SIGTERM (Pool.terminate).
+
+    The child logs first, so that the SDK's courier thread runs in it too: a SIGTERM the
+    kernel gave that thread would leave the waiting main thread waiting.
+    """
+    held = multiprocessing.get_context("fork").Lock()
+    held.acquire()
+    pid = os.fork()
+    if pid == 0:
+        log_points(run_id, 0)
+        default = signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+        print(f"child SIGTERM default: {default}", flush=True)
+        held.acquire()  # never given: only a signal ends this
+        os._exit(3)
+    time.sleep(3)  # the child has logged and waits
+    for _ in range(20):
+        os.kill(pid, signal.SIGTERM)
+        time.sleep(0.5)
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+    else:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        raise AssertionError("the child outlived 20 SIGTERMs")
+    assert os.waitstatus_to_exitcode(status) == -signal.SIGTERM, status
+
+
 def started_child(method: str) -> Callable[[str], None]:
     def program(run_id: str) -> None:
         context = multiprocessing.get_context(method)
@@ -101,6 +131,7 @@ PROGRAMS: dict[str, Callable[[str], None]] = {
     "pool": pool,
     "exit-at-once": child_exits_at_once,
     "own-run": child_opens_its_own_run,
+    "terminate-waiting-child": child_terminated_while_waiting,
     "spawn": started_child("spawn"),
     "forkserver": started_child("forkserver"),
 }
