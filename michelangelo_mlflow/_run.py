@@ -37,9 +37,8 @@ from michelangelo_mlflow._errors import (
 )
 from michelangelo_mlflow._experiment import experiment_id
 from michelangelo_mlflow._logging.closing import close_run
-from michelangelo_mlflow._logging.courier import Delivery, RunSpool, open_run, take_over
+from michelangelo_mlflow._logging.courier import Delivery, RunSpool, courier, open_run, take_over
 from michelangelo_mlflow._logging.delivery import Route, is_busy_answer
-from michelangelo_mlflow._logging.gate import SendGate
 from michelangelo_mlflow._logging.store import host_creds, routing_to, tracking
 from michelangelo_mlflow._preflight import ensure_preflight
 from michelangelo_mlflow._retry import Budget, retry_call
@@ -320,14 +319,17 @@ class TrackingRun:
         The requests that start it wait for a slot of the host's gate, as the spool's
         do, and an answer that the server is busy and did nothing (a database error in
         a 400, a 429 or 503) is tried again with backoff, within the grace: 64 tasks
-        starting at once on one server start rather than fail.
+        starting at once on one server start rather than fail. The local work (the
+        tags) is done before the wait: a slot is held for requests only.
         """
+        tags = self._start_tags()
 
         def start(timeout: float) -> ActiveRun:
             if route is None:
-                return self._start()
-            with SendGate(route.tracking_uri, route.senders).slot(wait=route.timeout):
-                return self._start()
+                return self._start(tags)
+            pacer = courier(self.settings.flush_interval).pacer(route)
+            with pacer.gate.slot(wait=route.timeout, limit=pacer.slots()):
+                return self._start(tags)
 
         return retry_call(
             start,
@@ -340,7 +342,25 @@ class TrackingRun:
             max_wait=8.0,
         )
 
-    def _start(self) -> ActiveRun:
+    def _start_tags(self) -> dict[str, str]:
+        """The tags the run starts with (no request is made)."""
+        from mlflow.tracking.context.registry import resolve_tags
+
+        # MLflow's own context tags (git, notebook, source), which start_run resolves
+        # again: their first resolution imports modules for a tenth of a second of CPU,
+        # which 64 tasks starting at once should not spend holding the gate's slots.
+        resolve_tags()
+        return {
+            # MLflow may fill mlflow.user from MLFLOW_TRACKING_USERNAME, a credential:
+            # record the OS user instead unless the caller names one.
+            "mlflow.user": _provenance.os_user(),
+            # what mlflow.<flavor>.autolog() tags the runs it creates with
+            **(self.autolog.tags if self.autolog is not None else {}),
+            **self.tags,
+            **_provenance.provenance_tags(self.settings, task=self.task),
+        }
+
+    def _start(self, start_tags: Mapping[str, str]) -> ActiveRun:
         import mlflow
 
         active = mlflow.active_run()
@@ -351,15 +371,7 @@ class TrackingRun:
                 fix="pass nested=True to nest this run under it, or end it first "
                 "(mlflow.end_run())",
             )
-        tags = {
-            # MLflow may fill mlflow.user from MLFLOW_TRACKING_USERNAME, a credential:
-            # record the OS user instead unless the caller names one.
-            "mlflow.user": _provenance.os_user(),
-            # what mlflow.<flavor>.autolog() tags the runs it creates with
-            **(self.autolog.tags if self.autolog is not None else {}),
-            **self.tags,
-            **_provenance.provenance_tags(self.settings, task=self.task),
-        }
+        tags = dict(start_tags)  # a try again starts from the same tags
         if self.run_id is not None:
             return self._resume(self.run_id, tags, description=True)
         if self.nested and active is not None and self.experiment is None:

@@ -1,4 +1,7 @@
-"""The host's gate: at most ``senders`` requests in flight to one server, from any process."""
+"""The host's gate: at most ``senders`` requests in flight to one server, from any process.
+
+Each process uses a share of the slots that its pacer adapts (AIMD).
+"""
 
 from __future__ import annotations
 
@@ -9,8 +12,15 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
+from types import SimpleNamespace
 
+import pytest
+
+from michelangelo_mlflow._logging import pacing
+from michelangelo_mlflow._logging.delivery import Busy, Outage, Route
 from michelangelo_mlflow._logging.gate import SendGate
+from michelangelo_mlflow._logging.pacing import INITIAL_SHARE, SLOW_START, Pacer
 
 HOLDER = """
 import sys, time
@@ -96,3 +106,91 @@ def test_a_forked_child_never_holds_its_parents_slot() -> None:
     finally:
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
+
+
+def test_a_share_uses_only_the_lowest_slots() -> None:
+    url = server()
+    gate = SendGate(url, 8)
+    with gate.slot(wait=1.0, limit=2) as first, gate.slot(wait=1.0, limit=2) as second:
+        assert (first, second) == (True, True)
+        with gate.slot(wait=0.1, limit=2) as third:
+            assert third is False  # its share is taken, though 6 slots are free
+        with gate.slot(wait=0.1, limit=8) as wider:
+            assert wider is True  # a larger share reaches the free slots
+        with gate.slot(wait=0.1, limit=0) as clamped:
+            assert clamped is False  # a share is at least the first slot (held here)
+
+
+class Clock:
+    """``time.monotonic`` for a pacer: a request's latency is what its call adds."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def request(self, seconds: float) -> Callable[[float], None]:
+        def call(timeout: float) -> None:
+            self.now += seconds
+
+        return call
+
+
+def pacer_with_clock(monkeypatch: pytest.MonkeyPatch, senders: int = 8) -> tuple[Pacer, Clock]:
+    clock = Clock()
+    monkeypatch.setattr(pacing, "time", SimpleNamespace(monotonic=clock))
+    route = Route(tracking_uri=server(), host_creds=lambda: None, senders=senders)
+    return Pacer(route), clock
+
+
+def test_a_share_grows_while_the_server_answers_as_fast(monkeypatch: pytest.MonkeyPatch) -> None:
+    pacer, clock = pacer_with_clock(monkeypatch)
+    assert pacer.slots() == INITIAL_SHARE
+    grown = []
+    for _ in range(40):
+        pacer.send(clock.request(0.2), records=1000)
+        grown.append(pacer.slots())
+    assert grown == sorted(grown)  # additive: never down while latency holds
+    assert (grown[0], grown[4]) == (INITIAL_SHARE, INITIAL_SHARE + 1)  # a slot per share's answers
+    assert grown[-1] == 8  # never past the route's senders
+    for _ in range(10):
+        pacer.send(clock.request(0.01), records=10)  # small requests say nothing of queueing
+    assert pacer.slots() == 8
+
+
+def test_a_share_is_halved_when_latency_climbs_or_the_server_is_busy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pacer, clock = pacer_with_clock(monkeypatch)
+    for _ in range(40):
+        pacer.send(clock.request(0.2), records=1000)
+    pacer.send(clock.request(0.5), records=1000)  # 2.5 times the fastest, per record
+    assert pacer.slots() == 4
+
+    def busy(timeout: float) -> None:
+        raise Busy("database busy", working=True)
+
+    with pytest.raises(Busy):
+        pacer.send(busy, records=1000)  # within a round trip of the cut: no second cut
+    assert pacer.slots() == 4
+    clock.now += 5.0
+    with pytest.raises(Busy):
+        pacer.send(busy, records=1000)
+    assert pacer.slots() == 2
+
+    def down(timeout: float) -> None:
+        raise Outage("connection refused")
+
+    with pytest.raises(Outage):
+        pacer.send(down, records=1000)
+    assert pacer.slots() == 1  # an outage: one slot, and slow start
+    assert pacer.window == SLOW_START
+
+
+def test_a_share_never_exceeds_the_senders_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    pacer, clock = pacer_with_clock(monkeypatch, senders=2)
+    assert pacer.slots() == 2
+    for _ in range(20):
+        pacer.send(clock.request(0.2), records=1000)
+    assert pacer.slots() == 2

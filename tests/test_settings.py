@@ -482,7 +482,7 @@ DEFAULTS: dict[str, object] = {
     "spool_grace": 30.0,
     "spool_max_bytes": 1024**3,
     "flush_interval": 1.0,
-    "senders": 4,
+    "senders": 8,
     "api_server_name": "ma-apiserver",
     "tracking_uri": None,
     "remote_run": False,

@@ -164,14 +164,14 @@ class Route:
             latency it measures, between this and MLflow's own 120 s).
         databricks: Whether the server is a Databricks workspace.
         senders: Requests in flight to the server from this host at most (see
-            ``gate.py``).
+            ``gate.py``; each process's share adapts below it, see ``pacing.py``).
     """
 
     tracking_uri: str
     host_creds: Callable[[], Any] = field(repr=False, compare=False)
     timeout: float = 10.0
     databricks: bool = False
-    senders: int = 4
+    senders: int = 8
 
 
 @dataclass

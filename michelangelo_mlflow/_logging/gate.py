@@ -11,6 +11,11 @@ only while one request is in flight and let go explicitly after it (so a forked 
 that inherited the descriptor never holds it), and given back by the kernel if the
 process dies.
 
+A process may use only the first ``limit`` slots (its share, which its pacer adapts:
+``pacing.py``). The processes of a host share the lowest slots, so the requests in
+flight from the host are at most the largest share of any of them, and a process that
+finds the server slow shrinks only its own.
+
 Waiting for a slot is bounded by the request's own timeout, after which the request
 goes anyway: a server that hangs ties slots up until the holders' timeouts, and the
 waiters then find out for themselves. A directory that cannot be written means no
@@ -31,8 +36,8 @@ from pathlib import Path
 
 __all__ = ["DEFAULT_SENDERS", "SendGate"]
 
-DEFAULT_SENDERS = 4
-"""Requests in flight to one server from one host, by default."""
+DEFAULT_SENDERS = 8
+"""Requests in flight to one server from one host at most, by default."""
 
 _POLL = (0.01, 0.05)
 """Seconds between tries for a free slot: a uniform draw, so waiters do not march."""
@@ -52,16 +57,19 @@ class SendGate:
         self._paths = [_directory() / f"{name}-{i}.lock" for i in range(senders)]
 
     @contextlib.contextmanager
-    def slot(self, wait: float) -> Iterator[bool]:
+    def slot(self, wait: float, limit: int | None = None) -> Iterator[bool]:
         """Hold a slot while the body sends one request.
 
         Args:
             wait: Seconds to wait for a free slot before going without one.
+            limit: Use only the first ``limit`` slots (from 1 to ``senders``; all of
+                them by default).
 
         Yields:
             Whether a slot is held.
         """
-        fd = self._acquire(time.monotonic() + wait)
+        share = self.senders if limit is None else max(1, min(self.senders, limit))
+        fd = self._acquire(self._paths[:share], time.monotonic() + wait)
         try:
             yield fd is not None
         finally:
@@ -70,9 +78,9 @@ class SendGate:
                     fcntl.flock(fd, fcntl.LOCK_UN)
                 os.close(fd)
 
-    def _acquire(self, deadline: float) -> int | None:
+    def _acquire(self, paths: list[Path], deadline: float) -> int | None:
         while True:
-            for path in random.sample(self._paths, len(self._paths)):
+            for path in random.sample(paths, len(paths)):
                 try:
                     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
                 except OSError:

@@ -18,8 +18,20 @@ It keeps one request in flight and adapts to what the server answers:
 - **Backoff** is exponential with full jitter (a uniform draw between zero and the
   ceiling), honours ``Retry-After``, and is capped lower while a run is closing.
 
-A request waits for a slot of the host's gate first (``gate.py``: a few requests in
-flight to a server from all the processes of a host). While a request waits for a
+- **Requests in flight from the host** adapt, additive increase and multiplicative
+  decrease (AIMD), as TCP's window does. Each process has a share of the host's gate
+  (``gate.py``), :attr:`Pacer.share` slots out of ``senders``: it starts at
+  :data:`INITIAL_SHARE` and grows by one slot per share's worth of answers (one per
+  round trip while every slot is busy) while the server answers as fast as it has
+  lately; it is halved, at most once per round trip, when the server says it is busy
+  or when a full request took more than twice the fastest of the last
+  :data:`LATENCY_SAMPLES` (per record: queueing where there was none), and drops to
+  one slot in an outage. The processes of a host share the lowest slots, so the host
+  sends as many requests at once as its most confident process allows: the server's
+  answers, not a number fixed in advance, decide how many it takes.
+
+A request waits for a slot of its share of the host's gate first (``gate.py``: a few
+requests in flight to a server from all the processes of a host). While a request waits for a
 slot or is in flight, the server counts as working (a run's end waits for it, see
 ``closing.py``): others' requests are being answered, and the request has its own
 timeout, after which ``/health`` tells a busy server from a gone one.
@@ -31,17 +43,27 @@ import logging
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 
 from michelangelo_mlflow._logging.delivery import MAX_ITEMS, Busy, Outage, Route, health
 from michelangelo_mlflow._logging.gate import SendGate
 
-__all__ = ["SLOW_START", "Pacer"]
+__all__ = ["INITIAL_SHARE", "LATENCY_SAMPLES", "SLOW_START", "Pacer"]
 
 log = logging.getLogger("michelangelo_mlflow.spool")
 
 SLOW_START = 100
 """Records of the first batch after an outage."""
+
+INITIAL_SHARE = 4.0
+"""Slots of the host's gate a process may use at first (its share then adapts)."""
+
+LATENCY_SAMPLES = 16
+"""Full requests whose fastest answer (per record) is the latency the next ones are held to."""
+
+_CLIMBED = 2.0
+"""A full request this many times slower per record than the fastest recent one: queueing."""
 
 MAX_TIMEOUT = 120.0
 """MLflow's own request timeout: a request never gets longer."""
@@ -68,6 +90,8 @@ class Pacer:
         answered_at: When the server last answered, or said it was busy working.
         in_flight: ``time.monotonic()`` when the request in flight was sent, if any.
         hurry: Set while a run is closing: back off at most a second.
+        share: Slots of the host's gate this process may use (from 1 to the route's
+            ``senders``; AIMD).
     """
 
     def __init__(self, route: Route) -> None:
@@ -80,6 +104,9 @@ class Pacer:
         self.hurry = 0
         self.in_flight: float | None = None
         self.gate = SendGate(route.tracking_uri, route.senders)
+        self.share = min(float(route.senders), INITIAL_SHARE)
+        self._recent: deque[float] = deque(maxlen=LATENCY_SAMPLES)
+        self._cut_at = 0.0
         self._floor = self.timeout
         self._srtt: float | None = None
         self._rttvar = 0.0
@@ -91,11 +118,16 @@ class Pacer:
         """Whether a request may be sent now."""
         return time.monotonic() >= self.retry_at
 
-    def send(self, call: Callable[[float], None]) -> None:
+    def send(self, call: Callable[[float], None], records: int = 0) -> None:
         """Make one request, ``call(timeout)``, and learn from its answer.
 
         A request that timed out counts as the server working only when its ``/health``
         answers at once: a server that hangs altogether is an outage.
+
+        Args:
+            call: Makes the request with the timeout given.
+            records: The records it carries (0: an upload, whose latency says
+                nothing about queueing).
 
         Raises:
             Outage: No server answered (re-raised after backing off).
@@ -103,7 +135,7 @@ class Pacer:
         """
         self.in_flight = time.monotonic()  # from the wait for a slot: others are sending
         try:
-            with self.gate.slot(wait=self.timeout):
+            with self.gate.slot(wait=self.timeout, limit=self.slots()):
                 start = time.monotonic()
                 call(self.timeout)
         except (Outage, Busy) as exc:
@@ -113,7 +145,11 @@ class Pacer:
             raise
         finally:
             self.in_flight = None
-        self._answered(time.monotonic() - start)
+        self._answered(time.monotonic() - start, records)
+
+    def slots(self) -> int:
+        """Slots of the host's gate this process may use now."""
+        return int(self.share)
 
     def _healthy(self) -> bool:
         try:
@@ -122,8 +158,16 @@ class Pacer:
             return False
         return True
 
-    def _answered(self, latency: float) -> None:
+    def _answered(self, latency: float, records: int = 0) -> None:
         with self._lock:
+            if records >= MAX_ITEMS // 2:  # a full request: does it queue?
+                per_record = latency / records
+                fastest = min(self._recent, default=per_record)
+                self._recent.append(per_record)
+                if per_record > _CLIMBED * fastest:
+                    self._cut()
+                else:
+                    self.share = min(float(self.route.senders), self.share + 1 / self.share)
             if self._srtt is None:
                 self._srtt, self._rttvar = latency, latency / 2
             else:
@@ -150,6 +194,7 @@ class Pacer:
             first = False
             self._told_when = False
             if isinstance(exc, Busy):
+                self._cut()
                 if exc.retry_after is not None:
                     self._told_when = exc.retry_after > delay
                     delay = max(delay, exc.retry_after)
@@ -164,12 +209,20 @@ class Pacer:
                 first = self.outage is None
                 self.outage = str(exc)
                 self.window = SLOW_START
+                self.share = 1.0
             self.retry_at = time.monotonic() + delay
         if first:
             log.warning(
                 "the MLflow tracking server at %s is not taking records (%s); they are kept "
                 "in the spool and sent when it answers again", self.route.tracking_uri, exc,
             )  # fmt: skip
+
+    def _cut(self) -> None:
+        """Halve the share, at most once per round trip (under the lock)."""
+        now = time.monotonic()
+        if now - self._cut_at >= (self._srtt or 0.0):
+            self.share = max(1.0, self.share / 2)
+            self._cut_at = now
 
     def hurry_up(self) -> None:
         """A run is closing: back off at most a second, from now on and for the wait drawn.

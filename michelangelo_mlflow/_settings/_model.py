@@ -335,12 +335,13 @@ class Settings(BaseSettings, metaclass=_ErrorBoundary):
         "at most 60).",
     )
     senders: int = Field(
-        4,
+        8,
         ge=1,
         le=64,
         description="Requests in flight to one tracking server from all the processes of "
-        "a host, at most (default 4, from 1 to 64): many tasks started at once on one node "
-        "take turns instead of overrunning the server's database pool.",
+        "a host, at most (default 8, from 1 to 64): many tasks started at once on one node "
+        "take turns instead of overrunning the server's database pool. Each process starts "
+        "with 4 (or fewer) and adapts to the server's answers below this.",
     )
 
     _origins: dict[str, str] = PrivateAttr(default_factory=dict)
