@@ -24,15 +24,20 @@ runs this SDK's tasks first, then the baselines. Its health (the median of 5 ``G
 /health`` and of 3 probe ``log_batch`` requests of 1,000 points, from this process)
 is measured before the SDK's tasks, right after them, and after all variants.
 
-With ``--outage S``, the ``sdk`` and ``batch`` variants run once more, and 3 s after
-every task's run exists or its process ended (a run cannot start while the server is
-down; a baseline task the busy server refused never opens one) the server is
-killed (SIGKILL to its process group) and restarted
-on the same port and store so that it answers about S seconds after the kill.
+With ``--outage S``, the ``sdk`` and ``batch`` variants run once more, and the server
+is killed (SIGKILL to its process group) and restarted on the same port and store so
+that it answers about S seconds after the kill. Each variant meets the outage at the
+same point of its own work: at ``KILL_AT`` (40%) of its wall time without the outage,
+measured earlier on the same server; if some task's run does not exist yet then (a run
+cannot start while the server is down: the preflight fails), at the moment every
+task's run exists or its process ended (a baseline task the busy server refused never
+opens one). The report gives the kill's moment.
 
 Reported per variant:
 
 - wall time: from "go" to the last task's process ended (its exit handlers included);
+- the median time from "go" to a task's run being open, to its points logged (the
+  calls returned) and to its block's end;
 - write requests: POST/PUT/PATCH/DELETE requests the server answered, other than
   searches, counted in the server's access log (MLflow 3's uvicorn logs one line per
   answer; a request cut off by a kill is not counted), the same a task (a plain task
@@ -76,7 +81,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 KEY = "loss"
 BATCH = 1000  # points per log_batch (MLflow's limit per request)
-KILL_AFTER = 3.0  # seconds after every task's run exists
+KILL_AT = 0.4  # of the variant's wall time without the outage
 VARIANTS = ("sdk", "plain", "async", "batch")
 LABELS = {
     "sdk": "this SDK (`mm.tracking_run`)",
@@ -118,16 +123,18 @@ def run_block(variant: str, url: str, experiment: str, points: int, state: dict[
     name = f"task-{os.getpid()}"
     if variant == "sdk":
         with mm.tracking_run(experiment, name, settings=mm.Settings(tracking_uri=url)) as run:
-            state["run_id"] = run.info.run_id
+            state["run_id"], state["opened"] = run.info.run_id, time.time()
             log_points(variant, run.info.run_id, points)
+            state["logged"] = time.time()
         return
     mlflow.set_tracking_uri(url)
     mlflow.set_experiment(experiment)
     if variant == "async":
         mlflow.config.enable_async_logging(True)
     with mlflow.start_run(run_name=name) as run:
-        state["run_id"] = run.info.run_id
+        state["run_id"], state["opened"] = run.info.run_id, time.time()
         log_points(variant, run.info.run_id, points)
+        state["logged"] = time.time()
 
 
 def task(variant: str, url: str, experiment: str, points: int) -> None:
@@ -181,6 +188,7 @@ class Outcome:
     duplicates: int = 0
     not_finished: int = 0
     block_median: float = 0.0
+    phases: str = ""  # median seconds from "go" to: run open / points logged / block end
     outage_span: str = ""
     notes: list[str] = field(default_factory=list)
 
@@ -252,14 +260,16 @@ def all_runs_open(server: Any, experiment_id: str, children: list[Any], timeout:
 
 
 def outage_thread(
-    server: Any, go: float, outage: float, estimate: float, span: dict[str, Any], wait: Any
-):
-    """Once ``wait()`` returns, kill the server ``KILL_AFTER`` s later; restart it ``outage``
-    s after the kill (a run cannot start while the server is down: the preflight fails)."""
+    server: Any, go: float, outage: float, estimate: float, span: dict[str, Any], wait: Any,
+    kill_at: float,
+):  # fmt: skip
+    """Kill the server ``kill_at`` s after ``go``, or once ``wait()`` returns if later;
+    restart it ``outage`` s after the kill (a run cannot start while the server is down:
+    the preflight fails)."""
 
     def run() -> None:
         wait()
-        time.sleep(KILL_AFTER)
+        time.sleep(max(0.0, go + kill_at - time.time()))
         server.kill()
         killed = time.time()
         time.sleep(max(0.0, killed + outage - estimate - time.time()))
@@ -297,7 +307,7 @@ def wait_all(children: list[Any], deadline: float) -> Ended:
 
 def run_variant(
     server: Any, kind: str, n: int, variant: str, args: argparse.Namespace, root: Path,
-    outage: float | None = None, estimate: float = 0.0,
+    outage: float | None = None, estimate: float = 0.0, kill_at: float = 0.0,
 ) -> Outcome:  # fmt: skip
     from mlflow import MlflowClient
 
@@ -317,7 +327,7 @@ def run_variant(
         killer = None
         if outage is not None:
             wait = lambda: all_runs_open(server, experiment_id, children)  # noqa: E731
-            killer = outage_thread(server, go, outage, estimate, span, wait)
+            killer = outage_thread(server, go, outage, estimate, span, wait, kill_at)
         ended = wait_all(children, go + args.cap)
     finally:
         for child in children:
@@ -341,6 +351,7 @@ def run_variant(
 def tally_tasks(outcome: Outcome, ended: Ended, go: float, points: int) -> None:
     notes: dict[str, int] = {}
     blocks = []
+    phases: dict[str, list[float]] = {"opened": [], "logged": []}
     for code, result in ended:
         problem = None
         if result is None:
@@ -353,6 +364,9 @@ def tally_tasks(outcome: Outcome, ended: Ended, go: float, points: int) -> None:
         if result is None:
             continue
         blocks.append(result["ended"] - go)
+        for phase, times in phases.items():
+            if result.get(phase):
+                times.append(result[phase] - go)
         if result["seen"] == points and not result["error"]:
             outcome.complete += 1
             outcome.slow_queries += result["queried"] - result["ended"] > 1.0
@@ -360,6 +374,8 @@ def tally_tasks(outcome: Outcome, ended: Ended, go: float, points: int) -> None:
             short = re.sub(r"[0-9a-f]{32}", "<run>", text)[:200]
             notes[short] = notes.get(short, 0) + 1
     outcome.block_median = statistics.median(blocks) if blocks else float("nan")
+    medians = [statistics.median(t) if t else float("nan") for t in phases.values()]
+    outcome.phases = " / ".join(f"{m:.1f}" for m in [*medians, outcome.block_median])
     outcome.notes += [f"{count} task(s): {text}" for text, count in sorted(notes.items())]
 
 
@@ -451,8 +467,12 @@ def one_server(kind: str, n: int, args: argparse.Namespace, root: Path) -> dict[
             begin = time.monotonic()
             server.restart()
             estimate = found["restart"] = time.monotonic() - begin
+            walls = {o.variant: o.wall for o in found["outcomes"]}
             for variant in [v for v in ("sdk", "batch") if v not in args.skip]:
-                outcome = run_variant(server, kind, n, variant, args, root, args.outage, estimate)
+                kill_at = KILL_AT * walls[variant]
+                outcome = run_variant(
+                    server, kind, n, variant, args, root, args.outage, estimate, kill_at
+                )
                 found["outcomes"].append(outcome)
                 progress(outcome)
     return found
@@ -481,7 +501,7 @@ def print_group(found: dict[str, Any], args: argparse.Namespace) -> None:
                 f"| {o.complete}/{n}"
                 + (f" ({o.slow_queries} slow)" if o.slow_queries else "")
                 + f" | {o.final_complete}/{n} | {o.duplicates} | {o.not_finished} "
-                f"| {o.block_median:.1f} |"
+                f"| {o.phases} |"
             )
 
 
@@ -495,7 +515,7 @@ def print_report(groups: list[dict[str, Any]], args: argparse.Namespace, info: d
     print(
         "| Server | Tasks | Variant | Wall (s) | vs batch | Write requests | A task | vs batch "
         "| 4xx / 5xx answers | Failed tasks | Complete at block end | On server at the end "
-        "| Duplicate rows | Runs not FINISHED | Median block end (s) |"
+        "| Duplicate rows | Runs not FINISHED | Median s to run open / logged / block end |"
     )
     print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for found in groups:

@@ -1,6 +1,6 @@
 """The host's gate: at most ``senders`` requests in flight to one server, from any process.
 
-Each process uses a share of the slots that its pacer adapts (AIMD).
+Each process uses a share of the slots that its pacer halves on "busy" (AIMD).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import pytest
 from michelangelo_mlflow._logging import pacing
 from michelangelo_mlflow._logging.delivery import Busy, Outage, Route
 from michelangelo_mlflow._logging.gate import SendGate
-from michelangelo_mlflow._logging.pacing import INITIAL_SHARE, SLOW_START, Pacer
+from michelangelo_mlflow._logging.pacing import SLOW_START, Pacer
 
 HOLDER = """
 import sys, time
@@ -144,53 +144,69 @@ def pacer_with_clock(monkeypatch: pytest.MonkeyPatch, senders: int = 8) -> tuple
     return Pacer(route), clock
 
 
-def test_a_share_grows_while_the_server_answers_as_fast(monkeypatch: pytest.MonkeyPatch) -> None:
-    pacer, clock = pacer_with_clock(monkeypatch)
-    assert pacer.slots() == INITIAL_SHARE
-    grown = []
-    for _ in range(40):
-        pacer.send(clock.request(0.2), records=1000)
-        grown.append(pacer.slots())
-    assert grown == sorted(grown)  # additive: never down while latency holds
-    assert (grown[0], grown[4]) == (INITIAL_SHARE, INITIAL_SHARE + 1)  # a slot per share's answers
-    assert grown[-1] == 8  # never past the route's senders
-    for _ in range(10):
-        pacer.send(clock.request(0.01), records=10)  # small requests say nothing of queueing
-    assert pacer.slots() == 8
-
-
-def test_a_share_is_halved_when_latency_climbs_or_the_server_is_busy(
+def test_a_share_is_halved_when_the_server_is_busy_and_grows_back(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     pacer, clock = pacer_with_clock(monkeypatch)
-    for _ in range(40):
-        pacer.send(clock.request(0.2), records=1000)
-    pacer.send(clock.request(0.5), records=1000)  # 2.5 times the fastest, per record
-    assert pacer.slots() == 4
+    assert pacer.slots() == 8  # all of the host's slots at first
+    pacer.send(clock.request(0.2))
+    pacer.send(clock.request(5.0))  # slow, but answered within the timeout: no cut
+    assert pacer.slots() == 8
 
     def busy(timeout: float) -> None:
         raise Busy("database busy", working=True)
 
     with pytest.raises(Busy):
-        pacer.send(busy, records=1000)  # within a round trip of the cut: no second cut
+        pacer.send(busy)
     assert pacer.slots() == 4
-    clock.now += 5.0
     with pytest.raises(Busy):
-        pacer.send(busy, records=1000)
+        pacer.send(busy)  # within a round trip of the cut: no second cut
+    assert pacer.slots() == 4
+    clock.now += 10.0
+    with pytest.raises(Busy):
+        pacer.send(busy)
     assert pacer.slots() == 2
+    grown = []
+    for _ in range(12):
+        pacer.send(clock.request(0.2))
+        grown.append(pacer.slots())
+    assert grown == sorted(grown)  # additive: one slot per share's worth of answers
+    assert (grown[0], grown[2]) == (2, 3)
+    assert grown[-1] < 8  # slowly: not back to all at once
+    for _ in range(40):
+        pacer.send(clock.request(0.2))
+    assert pacer.slots() == 8  # never past the route's senders
+
+
+def test_an_outage_leaves_one_slot_and_a_slow_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    pacer, _ = pacer_with_clock(monkeypatch)
 
     def down(timeout: float) -> None:
         raise Outage("connection refused")
 
     with pytest.raises(Outage):
-        pacer.send(down, records=1000)
-    assert pacer.slots() == 1  # an outage: one slot, and slow start
+        pacer.send(down)
+    assert pacer.slots() == 1
     assert pacer.window == SLOW_START
+
+
+def test_a_timed_out_request_counts_as_busy(monkeypatch: pytest.MonkeyPatch) -> None:
+    pacer, clock = pacer_with_clock(monkeypatch)
+    monkeypatch.setattr(pacer, "_healthy", lambda: True)  # /health answers: queued, not gone
+
+    def timed_out(timeout: float) -> None:
+        clock.now += timeout
+        raise Busy("read timed out", timed_out=True)
+
+    with pytest.raises(Busy):
+        pacer.send(timed_out)
+    assert pacer.slots() == 4
+    assert pacer.timeout == pacing.MAX_TIMEOUT  # and the next request gets MLflow's 120 s
 
 
 def test_a_share_never_exceeds_the_senders_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     pacer, clock = pacer_with_clock(monkeypatch, senders=2)
     assert pacer.slots() == 2
     for _ in range(20):
-        pacer.send(clock.request(0.2), records=1000)
+        pacer.send(clock.request(0.2))
     assert pacer.slots() == 2

@@ -479,8 +479,7 @@ class RunSpool:
 
     def _send_unit(self, unit: Unit, pacer: Pacer, storage: Storage, meta: RunMeta) -> bool:
         try:
-            records = 0 if unit.kind == "artifact" else len(unit.records)
-            pacer.send(lambda timeout: self._send(unit, timeout, storage, meta), records)
+            pacer.send(lambda timeout: self._send(unit, timeout, storage, meta))
         except (Outage, Busy) as exc:
             self.delivery.outage = str(exc) if isinstance(exc, Outage) else None
             return False

@@ -340,8 +340,8 @@ class Settings(BaseSettings, metaclass=_ErrorBoundary):
         le=64,
         description="Requests in flight to one tracking server from all the processes of "
         "a host, at most (default 8, from 1 to 64): many tasks started at once on one node "
-        "take turns instead of overrunning the server's database pool. Each process starts "
-        "with 4 (or fewer) and adapts to the server's answers below this.",
+        "take turns instead of overrunning the server's database pool. A process that the "
+        "server tells it is busy halves its own share of them, and takes them back slowly.",
     )
 
     _origins: dict[str, str] = PrivateAttr(default_factory=dict)
