@@ -30,7 +30,8 @@ It keeps one request in flight and adapts to what the server answers:
   troubled process allows. Latency below the timeout does not cut the share: on a
   node whose CPU the tasks share, it climbs with the tasks' own load, and a share
   halved when a full batch took twice the fastest of the last 16 made 32 tasks on
-  PostgreSQL 1.43x slower than ``log_batch`` (against 1.08x to 1.20x without it).
+  PostgreSQL 1.43x slower than ``log_batch`` in one run (1.09x to 1.23x in six paired
+  runs without it).
 
 A request waits for a slot of its share of the host's gate first (``gate.py``: a few
 requests in flight to a server from all the processes of a host). While a request
