@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import enum
+import functools
 import logging
 import os
 import signal
@@ -344,12 +345,7 @@ class TrackingRun:
 
     def _start_tags(self) -> dict[str, str]:
         """The tags the run starts with (no request is made)."""
-        from mlflow.tracking.context.registry import resolve_tags
-
-        # MLflow's own context tags (git, notebook, source), which start_run resolves
-        # again: their first resolution imports modules for a tenth of a second of CPU,
-        # which 64 tasks starting at once should not spend holding the gate's slots.
-        resolve_tags()
+        _load_mlflow_run_context()
         return {
             # MLflow may fill mlflow.user from MLFLOW_TRACKING_USERNAME, a credential:
             # record the OS user instead unless the caller names one.
@@ -715,6 +711,19 @@ def spool_terms(settings: Settings) -> dict[str, Any]:
         "secrets": settings.secret_values(),
         "interval": settings.flush_interval,
     }
+
+
+@functools.cache
+def _load_mlflow_run_context() -> None:
+    """Load what MLflow's ``start_run`` needs for its context tags, once per process.
+
+    Their first resolution (git, notebook, source) imports modules for a tenth of a
+    second of CPU, which 64 tasks starting at once should not spend holding the gate's
+    slots: a run's start does it before taking one.
+    """
+    from mlflow.tracking.context.registry import resolve_tags
+
+    resolve_tags()
 
 
 def route_for(settings: Settings) -> Route:

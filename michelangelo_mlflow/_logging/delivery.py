@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from michelangelo_mlflow._errors import first_line, from_foreign
+from michelangelo_mlflow._logging.gate import DEFAULT_SENDERS
 from michelangelo_mlflow.exceptions import (
     MichelangeloMlflowError,
     TrackingError,
@@ -171,7 +172,7 @@ class Route:
     host_creds: Callable[[], Any] = field(repr=False, compare=False)
     timeout: float = 10.0
     databricks: bool = False
-    senders: int = 8
+    senders: int = DEFAULT_SENDERS
 
 
 @dataclass
