@@ -5,6 +5,7 @@ Each process uses a share of the slots that its pacer halves on "busy" (AIMD).
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import subprocess
@@ -119,6 +120,33 @@ def test_a_share_uses_only_the_lowest_slots() -> None:
             assert wider is True  # a larger share reaches the free slots
         with gate.slot(wait=0.1, limit=0) as clamped:
             assert clamped is False  # a share is at least the first slot (held here)
+
+
+def test_one_waiter_at_a_time_looks_for_a_free_slot() -> None:
+    url = server()
+    gate = SendGate(url, 2)
+    got: list[bool] = []
+
+    def wait_for_a_slot() -> None:
+        with gate.slot(wait=30.0) as held:
+            got.append(held)
+
+    with gate.slot(wait=1.0) as first, gate.slot(wait=1.0) as second:
+        assert (first, second) == (True, True)
+        waiters = [threading.Thread(target=wait_for_a_slot) for _ in range(4)]
+        for waiter in waiters:
+            waiter.start()
+        time.sleep(0.5)
+        room = os.open(gate._rooms[1], os.O_RDWR)  # the waiting room of a share of 2
+        try:
+            with pytest.raises(BlockingIOError):  # a waiter holds it; the others sleep
+                fcntl.flock(room, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        finally:
+            os.close(room)
+        assert got == []  # nobody went without a slot
+    for waiter in waiters:
+        waiter.join(30)
+    assert got == [True] * 4  # each waiter got a slot in turn once they were let go
 
 
 class Clock:
