@@ -159,8 +159,10 @@ class _Waiter:
         self.cap = self.start + grace * PROGRESS_CAP
         self.family = family
         self.courier = family[-1].courier
-        self.delivered = self.courier.delivered
+        self.seen = self.courier.delivered
+        """Records the courier had delivered when the deadline was last looked at."""
         self.reported = self.start
+        self.reported_count = self.seen
 
     def wait(self, spools: list[RunSpool], live: list[Path], run_ids: set[str]) -> bool:
         """Wait until ``spools`` are idle and ``live`` writers hold none of ``run_ids``."""
@@ -185,13 +187,14 @@ class _Waiter:
     def _extend(self, now: float, pending: list[RunSpool]) -> None:
         delivered = self.courier.delivered
         working = any(s.pacer().busy_recently(self.grace) for s in pending)
-        if delivered > self.delivered or working:
+        if delivered > self.seen or working:  # progress since the last look, not since start
             self.deadline = min(self.cap, max(self.deadline, now + self.grace))
+        self.seen = delivered
         if now - self.reported >= REPORT_EVERY and pending:
-            rate = (delivered - self.delivered) / max(now - self.reported, 1e-9)
+            rate = (delivered - self.reported_count) / max(now - self.reported, 1e-9)
             progress_line(pending, rate)
             self.reported = now
-            self.delivered = delivered
+            self.reported_count = delivered
 
 
 def _let_go(family: list[RunSpool], foreign: _Foreign) -> None:
