@@ -21,8 +21,12 @@ A program is plain JSON (``dict``), so that ``task.py`` runs it in a fresh proce
 Every value is explicit (steps, timestamps, values), and keys are chosen so that the
 server's final state does not depend on how the threads and processes interleave: tag
 keys and artifact paths belong to one actor each (the main thread, the second thread,
-each chunk of the forked children), and a param key always has the same value. So plain
-MLflow run twice stores the same state, and any difference is the SDK's.
+each chunk of the forked children), a param key always has the same value, and in a
+``concurrent`` section each actor logs params of its own keys: MLflow's server looks a
+run's params up and then inserts the new ones, so two writers of one key at once can
+both find it missing, and the second insert fails its whole request (an
+``IntegrityError``, answered 400), whichever that is. So plain MLflow run twice stores
+the same state, and any difference is the SDK's.
 """
 
 from __future__ import annotations
@@ -47,6 +51,14 @@ PARAM_VALUES = {
     "token_pattern": r"(?u)\b\w\w+\b",
     "auth_type": "none",
 }
+ALL_PARAMS = tuple(sorted(PARAM_VALUES))
+# The param keys of each actor of a concurrent section (see the module's docstring).
+ACTOR_PARAMS = {
+    "main": ("depth", "lr"),
+    "thread": ("optimizer", "pad_token_id"),
+    "child0": ("eos_token_id", "token_pattern"),
+    "child1": ("auth_type",),
+}
 TIMESTAMP_0 = 1_700_000_000_000
 FAULT_KINDS = ("kill", "503", "hang")
 
@@ -69,21 +81,25 @@ def _metric(api: str) -> st.SearchStrategy[Op]:
     )
 
 
-def _batch(actor: str) -> st.SearchStrategy[Op]:
+def _batch(actor: str, params: tuple[str, ...]) -> st.SearchStrategy[Op]:
     metric = st.tuples(st.sampled_from(METRIC_KEYS), _values, _timestamps, _steps)
     tag = st.tuples(st.integers(0, 2).map(lambda j: f"{actor}.t{j}"), st.sampled_from("abc"))
     return st.fixed_dictionaries(
         {
             "op": st.just("batch"),
             "metrics": st.lists(metric, max_size=3),
-            "params": st.lists(st.sampled_from(sorted(PARAM_VALUES)), max_size=2, unique=True),
+            "params": st.lists(st.sampled_from(params), max_size=2, unique=True),
             "tags": st.lists(tag, max_size=2, unique_by=lambda t: t[0]),
         }
     )
 
 
-def calls(actor: str, apis: tuple[str, ...]) -> st.SearchStrategy[Op]:
+def calls(
+    actor: str, apis: tuple[str, ...], params: tuple[str, ...] = ALL_PARAMS
+) -> st.SearchStrategy[Op]:
     """One MLflow call by ``actor`` (its tag keys are its own), through one of ``apis``.
+
+    Its params are logged under ``params`` (all keys, unless it runs alongside others).
 
     ``fluent`` is ``mlflow.*`` on the active run; ``client`` is ``MlflowClient()``
     with the run's id, as a library or a forked child would call it.
@@ -92,9 +108,7 @@ def calls(actor: str, apis: tuple[str, ...]) -> st.SearchStrategy[Op]:
     tag_key = st.integers(0, 2).map(lambda j: f"{actor}.t{j}")
     return st.one_of(
         api.flatmap(_metric),
-        st.fixed_dictionaries(
-            {"op": st.just("param"), "api": api, "key": st.sampled_from(sorted(PARAM_VALUES))}
-        ),
+        st.fixed_dictionaries({"op": st.just("param"), "api": api, "key": st.sampled_from(params)}),
         st.fixed_dictionaries(
             {"op": st.just("tag"), "api": api, "key": tag_key, "value": st.sampled_from("xyz")}
         ),
@@ -106,7 +120,7 @@ def calls(actor: str, apis: tuple[str, ...]) -> st.SearchStrategy[Op]:
                 "key": st.integers(0, 3).map(lambda j: f"{actor}.t{j}"),
             }
         ),
-        _batch(actor),
+        _batch(actor, params),
         st.fixed_dictionaries(
             {
                 "op": st.just("artifact"),
@@ -120,7 +134,7 @@ def calls(actor: str, apis: tuple[str, ...]) -> st.SearchStrategy[Op]:
 
 def _concurrent() -> st.SearchStrategy[Op]:
     def chunk(actor: str) -> st.SearchStrategy[list[Op]]:
-        return st.lists(calls(actor, ("client",)), max_size=5)
+        return st.lists(calls(actor, ("client",), ACTOR_PARAMS[actor]), max_size=5)
 
     # Each chunk is its own actor: two pool workers run their chunks at once, so two
     # chunks writing one tag or artifact path would leave whichever came last, with
@@ -131,8 +145,8 @@ def _concurrent() -> st.SearchStrategy[Op]:
     return st.fixed_dictionaries(
         {
             "op": st.just("concurrent"),
-            "main": st.lists(calls("main", ("fluent", "client")), max_size=4),
-            "thread": st.lists(calls("thread", ("client",)), max_size=5),
+            "main": st.lists(calls("main", ("fluent", "client"), ACTOR_PARAMS["main"]), max_size=4),
+            "thread": st.lists(calls("thread", ("client",), ACTOR_PARAMS["thread"]), max_size=5),
             "child": st.one_of(
                 st.none(),
                 st.fixed_dictionaries(
