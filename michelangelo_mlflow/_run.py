@@ -192,6 +192,8 @@ class TrackingRun:
         self._mlflow_client: MlflowClient | None = None
         self._stack = contextlib.ExitStack()
         self._token: contextvars.Token[TrackingRun | None] | None = None
+        self._refusals: list[MichelangeloMlflowError] = []
+        """Refusals of the tracked runs nested in this one, named when this block ends."""
 
     # --- entering ---------------------------------------------------------------------
     def __enter__(self) -> ActiveRun:
@@ -493,21 +495,42 @@ class TrackingRun:
             return
         status = status or _status_for(exc)
         problems: list[MichelangeloMlflowError] = []
+        refusals = self._refusals
+        enclosing = self._enclosing()
         try:
             if self.spool is not None:
                 self.spool.closing = True  # the final status is stored by close_run, last
             if self.active_run is not None:
                 problems += self._end(exc, status)
             if self.spool is not None:
-                problems += self._deliver_rest(status)
+                rest, refused = self._deliver_rest(status)
+                problems += rest
+                refusals = [*refused, *refusals]
         finally:
             if self._token is not None:
                 _reset_current(self._token)
             self._stack.close()
+        if refusals and exc is None and enclosing is not None:
+            # Plain MLflow raised each at its call, which the body may have caught: the
+            # enclosing block goes on and names them when it ends, as this one would.
+            enclosing._refusals += refusals
+            refusals = []
+        problems += refusals
         if problems and exc is None:
+            for problem in problems[1:]:
+                log.warning("%s", problem)
             raise problems[0]
         for problem in problems:  # the task's own error is what propagates
             log.warning("%s; the task's own error follows", problem)
+
+    def _enclosing(self) -> TrackingRun | None:
+        """The tracked run open around this one in this process, if any."""
+        if self._token is None or self._token.old_value is contextvars.Token.MISSING:
+            return None
+        outer: TrackingRun | None = self._token.old_value
+        if outer is None or outer.state is RunState.CLOSED or outer._pid != os.getpid():
+            return None
+        return outer
 
     def _leave_forked(self) -> None:
         """Deliver what this forked child logged to the run; the parent ends the run."""
@@ -571,11 +594,17 @@ class TrackingRun:
                 return  # mlflow.end_run("FAILED") in the block stays FAILED, as in MLflow
         self._client().set_terminated(run_id, status)
 
-    def _deliver_rest(self, status: str) -> list[MichelangeloMlflowError]:
+    def _deliver_rest(
+        self, status: str
+    ) -> tuple[list[MichelangeloMlflowError], list[MichelangeloMlflowError]]:
+        """Deliver the rest of the run; returns the problems and the server's refusals."""
         assert self.spool is not None
         grace = self.settings.spool_grace
         outcomes = close_run(self.spool, status=status, grace=grace)
-        problems = [p for outcome in outcomes if (p := _problem(outcome, self.spool)) is not None]
+        problems = [p for outcome in outcomes if (p := _error(outcome, self.spool)) is not None]
+        refusals: list[MichelangeloMlflowError] = [
+            r for outcome in outcomes if (r := _refusal(outcome, self.spool)) is not None
+        ]
         pending = [o for o in outcomes if not o.delivered and o.error is None]
         if pending:
             why = pending[0].outage or "it was still taking them, more slowly than they came"
@@ -590,7 +619,7 @@ class TrackingRun:
                 MichelangeloMlflowWarning,
                 stacklevel=4,
             )
-        return problems
+        return problems, refusals
 
     def _converge_on_parent(self, run_id: str, status: str) -> None:
         assert self.parent_run_id is not None
@@ -610,15 +639,21 @@ class TrackingRun:
             log.warning("could not converge run %s on its pipeline's parent run: %s", run_id, error)
 
 
-def _problem(outcome: Delivery, spool: RunSpool) -> MichelangeloMlflowError | None:
+def _error(outcome: Delivery, spool: RunSpool) -> MichelangeloMlflowError | None:
+    """What kept the run's records from being delivered, if anything did."""
+    if outcome.error is None:
+        return None
     where = outcome.path or spool.directory
-    if outcome.error is not None:
-        return with_note(
-            outcome.error,
-            f"the run's undelivered records are kept in {where}",
-            fix=f"then run `michelangelo-mlflow sync --spool {spool.directory}`",
-        )
-    if outcome.rejected:
+    return with_note(
+        outcome.error,
+        f"the run's undelivered records are kept in {where}",
+        fix=f"then run `michelangelo-mlflow sync --spool {spool.directory}`",
+    )
+
+
+def _refusal(outcome: Delivery, spool: RunSpool) -> TrackingError | None:
+    """The records of the run the server refused, named in one error."""
+    if outcome.error is None and outcome.rejected:
         shown = "; ".join(
             f"{_describe(record)} ({reason})" for record, reason in outcome.rejected[:5]
         )

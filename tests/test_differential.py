@@ -87,8 +87,8 @@ ALLOWED_DIFFERENCES = {
         "the block ends (`TrackingError`).",
         "The call returns once the record is durable in the spool; the server's answer "
         "comes later. The refused record is set aside alone and nothing else is lost. "
-        "When the call was in a nested tracked run, that run's end raises the "
-        "`TrackingError`, which then ends the outer block in place of a later exception.",
+        "When the call was in a tracked run nested in another, the outer block goes on "
+        "and its end raises the `TrackingError`, after its run got the block's status.",
     ),
     "run-creation": Allowed(
         "A run created while the server is down, hangs or answers 503 is not compared.",
@@ -297,6 +297,8 @@ _LR = {"op": "param", "api": "fluent", "key": "lr"}
 @example(program=written({"op": "set_terminated"}, metric(1), signal_at=2))
 @example(program=written({"op": "set_terminated"}, metric(1), signal_at=2, signal="SIGKILL"))
 @example(program=written({"op": "param", "api": "fluent", "key": "pad_token_id"}))  # redacted
+# A refusal in a nested tracked run once ended the outer block (the param never came):
+@example(program=written({"op": "nested", "via": "sdk", "ops": [_NEVER_SET]}, _LR))
 @given(program=programs())
 def test_the_sdk_stores_what_plain_mlflow_stores(
     program: Program, tracking_server: TrackingServer, sdk_side: SdkSide

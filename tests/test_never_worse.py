@@ -7,6 +7,7 @@ resumed run that finds its earlier attempt's leftovers.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -93,6 +94,27 @@ def test_deleting_a_tag_never_set_blocks_nothing_else(
     assert steps(client, run.info.run_id) == list(range(100))
     assert stored.data.params == {"lr": "0.1"}
     assert stored.info.status == "FINISHED"
+
+
+def test_a_refusal_in_a_nested_tracked_run_is_named_when_the_outer_block_ends(
+    settings: mm.Settings, client: MlflowClient
+) -> None:
+    """Plain MLflow raised at the call, which the body caught: the outer block goes on."""
+    with pytest.raises(TrackingError, match="never-set") as info:
+        with mm.tracking_run("refusals", "outer", settings=settings) as outer:
+            with mm.tracking_run(run_name="inner", nested=True) as inner:
+                # What a user writes for plain MLflow, which raises here; the SDK returns
+                # (the server answers later):
+                with contextlib.suppress(Exception):
+                    mlflow.delete_tag("never-set")
+                mlflow.log_param("lr", 0.1)
+            mlflow.log_param("after", "the nested block")  # the outer block goes on
+    assert info.value.run_id == inner.info.run_id
+    assert client.get_run(inner.info.run_id).data.params == {"lr": "0.1"}
+    stored = client.get_run(outer.info.run_id)
+    assert stored.data.params == {"after": "the nested block"}
+    assert stored.info.status == "FINISHED"  # as the outer block ended: no exception in it
+    assert client.get_run(inner.info.run_id).info.status == "FINISHED"
 
 
 def test_an_artifact_refused_with_413_is_raised_at_the_call(
