@@ -297,6 +297,14 @@ _LR = {"op": "param", "api": "fluent", "key": "lr"}
 @example(program=written({"op": "set_terminated"}, metric(1), signal_at=2))
 @example(program=written({"op": "set_terminated"}, metric(1), signal_at=2, signal="SIGKILL"))
 @example(program=written({"op": "param", "api": "fluent", "key": "pad_token_id"}))  # redacted
+# An artifact kept while the server was down waited out the run's grace in MLflow's own
+# upload retries, though the server answered again:
+@example(
+    program=written(
+        {"op": "artifact", "api": "fluent", "path": "main/a0.txt", "size": 1},
+        fault={"kind": "kill", "start": 0, "end": 1},
+    )
+)
 # A refusal in a nested tracked run once ended the outer block (the param never came):
 @example(program=written({"op": "nested", "via": "sdk", "ops": [_NEVER_SET]}, _LR))
 @given(program=programs())

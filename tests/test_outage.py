@@ -308,7 +308,11 @@ def test_artifacts_logged_during_an_outage_are_kept_and_uploaded(
     plots = tmp_path / "plots"
     plots.mkdir()
     (plots / "roc.csv").write_text("fpr,tpr\n0,0\n1,1\n")
-    settings = mm.Settings(tracking_uri=own_server.url)
+    (plots / "by-class").mkdir()
+    (plots / "by-class" / "pr.csv").write_text("p,r\n1,0\n")
+    # A short grace: the files go as soon as the server answers again, each in one try
+    # (MLflow's own upload retries inside the call, with a doubling backoff).
+    settings = mm.Settings(tracking_uri=own_server.url, spool_grace=3.0)
     with mm.tracking_run("outage", "artifacts", settings=settings) as run:
         own_server.kill()
         mlflow.log_artifact(str(report))
@@ -321,7 +325,11 @@ def test_artifacts_logged_during_an_outage_are_kept_and_uploaded(
     client = MlflowClient(own_server.url)
     listed = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert listed == {"report.txt", "plots", "notes"}
-    assert [a.path for a in client.list_artifacts(run.info.run_id, "plots")] == ["plots/roc.csv"]
+    plotted = [a.path for a in client.list_artifacts(run.info.run_id, "plots")]
+    assert plotted == ["plots/by-class", "plots/roc.csv"]
+    nested = client.list_artifacts(run.info.run_id, "plots/by-class")
+    assert [a.path for a in nested] == ["plots/by-class/pr.csv"]
+    assert client.get_run(run.info.run_id).info.status == "FINISHED"
     downloaded = Path(client.download_artifacts(run.info.run_id, "notes/down.txt", str(tmp_path)))
     assert downloaded.read_text() == "written while down"
     assert left_behind() == []

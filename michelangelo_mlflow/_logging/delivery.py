@@ -32,6 +32,8 @@ statuses are overwritten with the same value.
 from __future__ import annotations
 
 import math
+import mimetypes
+import posixpath
 import re
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -461,6 +463,12 @@ def _not_found(route: Route, run_id: str, exc: BaseException) -> MichelangeloMlf
 def upload(root: Path, record: Record) -> None:
     """Upload an artifact kept in the spool (``["a", path, artifact_path, repository]``).
 
+    Each file is one try: the courier's pacer backs off between tries, and a run's end
+    cuts that backoff to a second, so a server back from an outage gets the file at
+    once. (MLflow's own upload retries inside the call, with a backoff that doubles,
+    and would hold the courier past a run's grace while the server already answers.)
+    A file large enough for MLflow's multipart upload goes through MLflow, as is.
+
     Raises:
         Outage: No server answered.
         Busy: It answered "not now".
@@ -472,10 +480,8 @@ def upload(root: Path, record: Record) -> None:
     local = root / relative
     repo: Any = HttpArtifactRepository(repository)  # type: ignore[no-untyped-call]
     try:
-        if local.is_dir():
-            repo.log_artifacts(str(local), artifact_path)
-        else:
-            repo.log_artifact(str(local), artifact_path)
+        for file, directory in _files(local, artifact_path):
+            _put(repo, file, directory)
     except Exception as exc:
         status = http_status(exc)
         if status in BUSY_STATUSES:
@@ -483,6 +489,44 @@ def upload(root: Path, record: Record) -> None:
         if status is None and is_transport_failure(exc):
             raise Outage(f"{type(exc).__name__}: {first_line(exc)}") from exc
         raise Invalid(f"could not upload {local} to {repository}: {first_line(exc)}") from exc
+
+
+def _files(local: Path, artifact_path: str | None) -> Iterator[tuple[Path, str | None]]:
+    """The files of ``local`` and the artifact directory of each, as ``log_artifacts`` has them."""
+    if not local.is_dir():
+        yield local, artifact_path
+        return
+    for path in sorted(p for p in local.rglob("*") if p.is_file()):
+        parts = path.parent.relative_to(local).parts
+        yield path, posixpath.join(*filter(None, (artifact_path, *parts))) or None
+
+
+def _put(repo: Any, file: Path, artifact_path: str | None) -> None:
+    """One file to MLflow's artifact proxy, one try."""
+    from mlflow.environment_variables import (
+        MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD,
+        MLFLOW_MULTIPART_UPLOAD_MINIMUM_FILE_SIZE,
+    )
+    from mlflow.utils.request_utils import augmented_raise_for_status
+    from mlflow.utils.rest_utils import http_request
+
+    multipart = MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD.get()  # type: ignore[no-untyped-call]
+    smallest = MLFLOW_MULTIPART_UPLOAD_MINIMUM_FILE_SIZE.get()  # type: ignore[no-untyped-call]
+    if multipart and file.stat().st_size >= smallest:
+        repo.log_artifact(str(file), artifact_path)
+        return
+    endpoint = posixpath.join("/", *filter(None, (artifact_path, file.name)))
+    kind = mimetypes.guess_type(file.name)[0] or "application/octet-stream"
+    with file.open("rb") as body:
+        response = http_request(  # type: ignore[no-untyped-call]
+            repo._host_creds,
+            endpoint,
+            "PUT",
+            max_retries=0,
+            data=body,
+            extra_headers={"Content-Type": kind},
+        )
+    augmented_raise_for_status(response)  # type: ignore[no-untyped-call]
 
 
 def http_status(exc: BaseException) -> int | None:
