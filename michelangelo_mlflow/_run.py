@@ -40,7 +40,8 @@ from michelangelo_mlflow._experiment import experiment_id
 from michelangelo_mlflow._logging.closing import close_run
 from michelangelo_mlflow._logging.courier import Delivery, RunSpool, courier, open_run, take_over
 from michelangelo_mlflow._logging.delivery import Route, is_busy_answer
-from michelangelo_mlflow._logging.store import host_creds, routing_to, tracking
+from michelangelo_mlflow._logging.opening import route_for, spool_directory, spool_terms
+from michelangelo_mlflow._logging.store import routing_to, tracking
 from michelangelo_mlflow._preflight import ensure_preflight
 from michelangelo_mlflow._retry import Budget, retry_call
 from michelangelo_mlflow._scope import (
@@ -72,9 +73,6 @@ __all__ = [
     "current_settings",
     "next_step",
     "resolve_settings",
-    "route_for",
-    "spool_directory",
-    "spool_terms",
     "tracking_run",
 ]
 
@@ -180,7 +178,8 @@ class TrackingRun:
         self.writer: _params.ParamTagWriter | None = None
         self._mode: ScopeMode = "applied"
         self._pid = os.getpid()
-        self._directory: Path | None = None
+        self.directory: Path | None = None
+        """The spool directory of the run (resolved when it starts), if it has one."""
         self._route: Route | None = None
         self._signals: SignalScope | None = None
         self.signals_end_run = False
@@ -213,7 +212,7 @@ class TrackingRun:
         self._check_mode(directory)
         ensure_preflight(settings)
         route = route_for(settings) if directory is not None else None
-        self._directory, self._route = directory, route
+        self.directory, self._route = directory, route
         self._stack.enter_context(routing_to(route))
         self._stack.enter_context(autolog_scope(self.autolog, run=self._describe_self()))
         with translate(settings.safe_tracking_uri, run_id=self.run_id):
@@ -280,7 +279,16 @@ class TrackingRun:
         child = take_over(run.info.run_id)  # nested under a tracked run: opened as its child
         if child is not None:
             return child
-        spool = open_run(directory, route, run, role="owner", **spool_terms(settings))
+        info = run.info
+        spool = open_run(
+            directory,
+            route,
+            info.run_id,
+            info.experiment_id,
+            run=run,
+            role="owner",
+            **spool_terms(settings),
+        )
         replay_in_background(directory, route, interval=settings.flush_interval)
         return spool
 
@@ -403,9 +411,9 @@ class TrackingRun:
 
         from michelangelo_mlflow._logging.replay import replay_run
 
-        if self._directory is not None and self._route is not None:
+        if self.directory is not None and self._route is not None:
             # What earlier attempts left comes first: next_step() and the history see it.
-            replay_run(self._directory, self._route, run_id, self.settings.spool_grace)
+            replay_run(self.directory, self._route, run_id, self.settings.spool_grace)
         previous = self._check_resumable(run_id)
         superseded = _provenance.superseded_error_tags(previous.data.tags)
         tags.update(superseded)
@@ -705,49 +713,6 @@ def resolve_settings(given: Settings | None = None) -> Settings:
     return current_settings() or Settings()
 
 
-def spool_directory(settings: Settings) -> Path | None:
-    """The spool directory of a run on a remote server; ``None`` without a spool.
-
-    It is not created here: the first record creates it. A path that cannot be a
-    directory (a file in the way) is an error before any run exists; a directory that
-    cannot be written now (a read-only or full file system) is not: the records are
-    kept in memory and sent from there, as when the disk fills up during the run.
-    """
-    if settings.spool == "off" or not settings.is_remote:
-        return None
-    directory = Path.cwd() / settings.spool_dir
-    existing = directory
-    while not existing.exists() and existing.parent != existing:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise ConfigurationError(
-            f"the spool directory {directory} (MICHELANGELO_MLFLOW_SPOOL_DIR) cannot be "
-            f"created: {existing} is not a directory",
-            variable="MICHELANGELO_MLFLOW_SPOOL_DIR",
-            fix="point MICHELANGELO_MLFLOW_SPOOL_DIR at a writable directory (in a task pod, "
-            "an emptyDir or persistent volume mount), or set MICHELANGELO_MLFLOW_SPOOL=off",
-        )
-    if not os.access(existing, os.W_OK | os.X_OK):
-        warnings.warn(
-            f"the spool directory {directory} (MICHELANGELO_MLFLOW_SPOOL_DIR) cannot be "
-            f"written ({existing} is read-only or not writable by this user): this run's "
-            "records are kept in memory and sent from there, and do not survive the process "
-            "being killed; point MICHELANGELO_MLFLOW_SPOOL_DIR at a writable directory",
-            MichelangeloMlflowWarning,
-            stacklevel=4,
-        )
-    return directory
-
-
-def spool_terms(settings: Settings) -> dict[str, Any]:
-    """The size cap, secrets and flush interval a run's spool is opened with."""
-    return {
-        "max_bytes": int(settings.spool_max_bytes),
-        "secrets": settings.secret_values(),
-        "interval": settings.flush_interval,
-    }
-
-
 @functools.cache
 def _load_mlflow_run_context() -> None:
     """Load what MLflow's ``start_run`` needs for its context tags, once per process.
@@ -759,17 +724,6 @@ def _load_mlflow_run_context() -> None:
     from mlflow.tracking.context.registry import resolve_tags
 
     resolve_tags()
-
-
-def route_for(settings: Settings) -> Route:
-    """Where a run's records go: its server, with its own credentials fixed now."""
-    return Route(
-        settings.safe_tracking_uri,
-        host_creds(settings),
-        timeout=min(30.0, max(5.0, settings.spool_grace / 3)),
-        databricks=settings.scheme == "databricks",
-        senders=settings.senders,
-    )
 
 
 def check_arguments(experiment: Any, run_name: Any, options: Mapping[str, Any]) -> None:

@@ -42,6 +42,10 @@ class State:
         server_versions: Server versions seen by the preflight, by tracking URI.
         spools: The spool of every run open in this process, by run id. Read without
             the lock on the logging path (a dict lookup is atomic).
+        attached: The spools a Ray worker opened for its driver's run on its first
+            write outside ``worker_run()``, by run id and worker context; ``None`` where
+            it could not (the writes then go to MLflow unchanged). See
+            ``_logging.opening.attached_spool``.
         courier: The thread that delivers spooled records, once started.
         storages: This process's spool storage, by spool directory, once written.
         globals_stack: The configurations applied to MLflow's process globals by open
@@ -60,6 +64,7 @@ class State:
     version_warnings: set[tuple[str, str]] = field(default_factory=set)
     server_versions: dict[str, str] = field(default_factory=dict)
     spools: dict[str, RunSpool] = field(default_factory=dict)
+    attached: dict[tuple[str, str], RunSpool | None] = field(default_factory=dict)
     courier: Courier | None = None
     storages: dict[Path, Storage] = field(default_factory=dict)
     globals_stack: list[Any] = field(default_factory=list)

@@ -20,31 +20,37 @@ without the ``ray`` extra.
 from __future__ import annotations
 
 import contextlib
-import json
+import logging
 import sys
 import time
-import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 from michelangelo_mlflow._errors import translate
-from michelangelo_mlflow._logging.closing import close_run
 from michelangelo_mlflow._logging.courier import RunSpool, open_run
-from michelangelo_mlflow._logging.store import routing_to
-from michelangelo_mlflow._params import ParamTagWriter
-from michelangelo_mlflow._run import (
-    RunState,
-    current_run,
+from michelangelo_mlflow._logging.opening import (
+    deliver_rest,
     route_for,
     spool_directory,
     spool_terms,
+    take_attached,
 )
+from michelangelo_mlflow._logging.store import routing_to
+from michelangelo_mlflow._params import ParamTagWriter
+from michelangelo_mlflow._run import RunState, current_run
 from michelangelo_mlflow._scope import mlflow_environment, mlflow_scope
-from michelangelo_mlflow._settings import Settings, variables_of
+from michelangelo_mlflow._settings import (
+    CONTEXT_VARIABLE,
+    FIX_PROPAGATE,
+    Settings,
+    WorkerContext,
+    variables_of,
+)
 from michelangelo_mlflow._state import STATE
-from michelangelo_mlflow.exceptions import ConfigurationError, MichelangeloMlflowWarning
+from michelangelo_mlflow.exceptions import (
+    ConfigurationError,
+)
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
@@ -52,14 +58,17 @@ if TYPE_CHECKING:
 __all__ = [
     "CONTEXT_VARIABLE",
     "CREDENTIAL_VARIABLES",
+    "SPOOL_DIR_VARIABLE",
     "WorkerContext",
     "WorkerRun",
     "worker_environment",
     "worker_run",
 ]
 
-CONTEXT_VARIABLE = variables_of("worker_context")[0]
-"""The environment variable that carries the :class:`WorkerContext` to workers."""
+log = logging.getLogger("michelangelo_mlflow.ray")
+
+SPOOL_DIR_VARIABLE = variables_of("spool_dir")[0]
+"""The driver's spool directory, which a worker on its node shares (a base may override it)."""
 
 CREDENTIAL_VARIABLES = frozenset(
     var
@@ -80,70 +89,6 @@ _KNOBS = (
     "allow_local_store",
 )
 """This SDK's settings a worker inherits from the driver (when set)."""
-
-_FIX_PROPAGATE = (
-    "inside the driver's tracked run, pass michelangelo_mlflow.ray.runtime_env() to Ray: "
-    "RunConfig(worker_runtime_env=...) for Ray Train, task.options(runtime_env=...) or "
-    "@ray.remote(runtime_env=...) for tasks and actors"
-)
-
-
-@dataclass(frozen=True)
-class WorkerContext:
-    """The driver's run, as workers receive it; holds no secret.
-
-    Attributes:
-        run_id: The driver's run.
-        experiment_id: The run's experiment.
-        tracking_uri: The tracking URI without credentials, query or fragment.
-
-    Example:
-        >>> context = WorkerContext("4f2a", "7", "http://mlflow.example.com:5000")
-        >>> WorkerContext.from_json(context.to_json()) == context
-        True
-    """
-
-    run_id: str
-    experiment_id: str
-    tracking_uri: str
-
-    VERSION: ClassVar[int] = 1
-
-    def to_json(self) -> str:
-        """The context as the compact JSON that workers read."""
-        return json.dumps(
-            {
-                "version": self.VERSION,
-                "run_id": self.run_id,
-                "experiment_id": self.experiment_id,
-                "tracking_uri": self.tracking_uri,
-            },
-            separators=(",", ":"),
-        )
-
-    @classmethod
-    def from_json(cls, text: str) -> WorkerContext:
-        """Parse a context written by :meth:`to_json`.
-
-        Raises:
-            ConfigurationError: When ``text`` is not such a context.
-        """
-        try:
-            data = json.loads(text)
-            if data["version"] != cls.VERSION:
-                raise ValueError(f"version {data['version']!r} is not {cls.VERSION}")
-            context = cls(
-                str(data["run_id"]), str(data["experiment_id"]), str(data["tracking_uri"])
-            )
-        except (ValueError, TypeError, KeyError) as exc:
-            raise ConfigurationError(
-                f"{CONTEXT_VARIABLE} is not a worker context written by this version of "
-                f"michelangelo-mlflow ({type(exc).__name__}: {exc})",
-                variable=CONTEXT_VARIABLE,
-                fix="do not set it by hand; install the same michelangelo-mlflow version on "
-                f"the driver and the workers, and {_FIX_PROPAGATE}",
-            ) from None
-        return context
 
 
 def worker_environment(*, credentials: bool = True) -> dict[str, str]:
@@ -190,6 +135,8 @@ def worker_environment(*, credentials: bool = True) -> dict[str, str]:
         environment["MLFLOW_TRACKING_URI"] = settings.safe_tracking_uri
     if settings.registry_uri is not None:
         environment[variables_of("registry_uri")[0]] = settings.registry_uri
+    if run.directory is not None:  # a worker on this node spools beside the driver
+        environment[SPOOL_DIR_VARIABLE] = str(run.directory.absolute())
     for knob in _KNOBS:
         value = getattr(settings, knob)
         if value is not None:
@@ -234,7 +181,7 @@ class WorkerRun:
                 f"{CONTEXT_VARIABLE} is not set in this process, so there is no driver run "
                 "to attach to",
                 variable=CONTEXT_VARIABLE,
-                fix=_FIX_PROPAGATE,
+                fix=FIX_PROPAGATE,
             )
         context = WorkerContext.from_json(self.settings.worker_context)
         if context.tracking_uri != self.settings.safe_tracking_uri:
@@ -243,7 +190,7 @@ class WorkerRun:
                 f"worker's MLFLOW_TRACKING_URI is {self.settings.safe_tracking_uri}",
                 variable="MLFLOW_TRACKING_URI",
                 fix="do not override MLFLOW_TRACKING_URI in the worker's runtime env; "
-                + _FIX_PROPAGATE,
+                + FIX_PROPAGATE,
             )
         self.run_id = context.run_id
         self.experiment_id = context.experiment_id
@@ -389,10 +336,19 @@ class WorkerRun:
                 "the worker's runtime env was built for a run that has ended",
                 variable=CONTEXT_VARIABLE,
                 fix="build the runtime env inside each tracked run, where the workers are "
-                "started: " + _FIX_PROPAGATE,
+                "started: " + FIX_PROPAGATE,
             )
+        self._spool = take_attached(self.run_id)  # opened by a write before this block
         if directory is not None and route is not None and self.run_id not in STATE.spools:
-            self._spool = open_run(directory, route, run, role="worker", **spool_terms(settings))
+            self._spool = open_run(
+                directory,
+                route,
+                self.run_id,
+                run.info.experiment_id,
+                run=run,
+                role="worker",
+                **spool_terms(settings),
+            )
         self._client = client
         self._writer = ParamTagWriter(client, self.run_id, settings.secret_values())
 
@@ -408,20 +364,7 @@ class WorkerRun:
             self._stack.close()
 
     def _deliver_rest(self, spool: RunSpool) -> None:
-        grace = self.settings.spool_grace
-        for outcome in close_run(spool, status=None, grace=grace):
-            if outcome.delivered and outcome.error is None:
-                continue
-            where = spool.directory
-            reason = outcome.error.message if outcome.error else outcome.outage or "no answer"
-            warnings.warn(
-                f"worker (rank {self.rank}): records of run {self.run_id} did not reach "
-                f"{self.settings.safe_tracking_uri} within the {grace:g} s grace ({reason}); "
-                f"they are kept in {where}: run `michelangelo-mlflow sync --spool {where}` on "
-                "this node when the server is back",
-                MichelangeloMlflowWarning,
-                stacklevel=3,
-            )
+        deliver_rest(spool, self.settings, f"rank {self.rank}")
 
 
 def worker_run(*, per_worker: bool = False, rank: int | None = None) -> WorkerRun:
@@ -451,8 +394,10 @@ def worker_run(*, per_worker: bool = False, rank: int | None = None) -> WorkerRu
         ConfigurationError: When the process carries no driver run (the runtime env
             was not passed), the context is malformed, the worker's tracking URI is
             not the driver's, or (on entering, on a logging rank) the run has ended.
-        PreflightError: When the tracking server cannot be reached or rejects the
-            worker's credentials (on entering, on a logging rank).
+        PreflightError: When the tracking server rejects the worker's credentials, or
+            (with the spool off) cannot be reached, on entering, on a logging rank.
+            With the spool on, a server that does not answer is an outage: the block
+            is entered and its records wait in the worker's spool.
 
     Example:
         >>> def train_loop(config):  # doctest: +SKIP

@@ -48,6 +48,7 @@ except ImportError as _exc:
 
 from michelangelo_mlflow._worker import (
     CONTEXT_VARIABLE,
+    SPOOL_DIR_VARIABLE,
     WorkerRun,
     worker_environment,
     worker_run,
@@ -74,7 +75,10 @@ def runtime_env(
       before Ray is initialized.
 
     ``env_vars`` holds MLflow's variables for the run's settings (tracking URI,
-    credentials, TLS, HTTP retry budget) and ``MICHELANGELO_MLFLOW_WORKER_CONTEXT``.
+    credentials, TLS, HTTP retry budget), ``MICHELANGELO_MLFLOW_WORKER_CONTEXT`` and
+    the driver's spool directory as ``MICHELANGELO_MLFLOW_SPOOL_DIR`` (an absolute
+    path: workers on the driver's node spool beside it, so that the driver's block
+    end waits for their records; set it in ``base`` for workers on other nodes).
     Ray keeps runtime envs in its task and actor specs, shows them in the dashboard
     and, in Ray 2.60, writes them to ``runtime_env_agent.log`` on each node: when the
     worker pods already hold the credentials (a Kubernetes Secret), pass
@@ -108,6 +112,8 @@ def runtime_env(
             variable="base",
             fix='pass env_vars as a dict of strings, as Ray expects: {"env_vars": {"K": "v"}}',
         )
+    if SPOOL_DIR_VARIABLE in given:  # the base's spool directory wins (another node's path)
+        environment[SPOOL_DIR_VARIABLE] = given[SPOOL_DIR_VARIABLE]
     clash = sorted(name for name, value in environment.items() if given.get(name, value) != value)
     if clash:
         what = "another run's context" if CONTEXT_VARIABLE in clash else "other values"

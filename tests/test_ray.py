@@ -11,6 +11,8 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,10 +29,12 @@ from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 import michelangelo_mlflow as mm
 from michelangelo_mlflow import ray as mm_ray
 from michelangelo_mlflow._params import REDACTED
+from michelangelo_mlflow._state import STATE
 from michelangelo_mlflow._worker import CONTEXT_VARIABLE, worker_environment
 from michelangelo_mlflow.exceptions import (
     AuthenticationError,
     ConfigurationError,
+    MichelangeloMlflowWarning,
     MissingDependencyError,
     TrackingServerUnreachableError,
 )
@@ -40,6 +44,7 @@ from tests.helpers import read_as_admin
 
 _ENV_PREFIXES = ("MLFLOW_", "MICHELANGELO_MLFLOW_", "DATABRICKS_")
 RAY_TIMEOUT = 300  # seconds a ray.get may wait: a first runtime env takes a while to build
+OUTAGE_STEPS = 8
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -73,6 +78,41 @@ def log_through_the_spool(spool_dir: str) -> dict[str, Any]:
         Client().log_metric(run.run_id, "via_plain_client", 2.0)  # plain MLflow, same path
         writers = [p.stem for p in Path(spool_dir).glob("*.db")]  # <host>-<pid>-<random>.db
         return {"pid": os.getpid(), "writers": writers}
+
+
+@ray.remote
+def log_without_worker_run(run_id: str, experiment_id: str, handshake: str) -> dict[str, Any]:
+    """Plain MLflow in a worker, no worker_run(): the driver's run and a run under it.
+
+    Half the points are logged before the driver's side kills the server, half while
+    it is down; the task returns as soon as it has logged them.
+    """
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient as Client
+
+    client = Client()
+    child = client.create_run(experiment_id, tags={"mlflow.parentRunId": run_id}).info.run_id
+    for step in range(OUTAGE_STEPS):
+        if step == OUTAGE_STEPS // 2:
+            Path(handshake, "logged-half").touch()
+            _wait_for(Path(handshake, "killed"))
+        client.log_metric(run_id, "plain", float(step), step=step)
+        client.log_batch(child, metrics=[Metric("own", float(step), 0, step)])
+    spool_dir = Path(os.environ["MICHELANGELO_MLFLOW_SPOOL_DIR"])
+    return {
+        "child": child,
+        "pid": os.getpid(),
+        "writers": [p.stem for p in spool_dir.glob("*.db")],
+        "spool_dir": str(spool_dir),
+    }
+
+
+def _wait_for(path: Path, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} did not appear in {timeout:g} s")
+        time.sleep(0.05)
 
 
 @ray.remote
@@ -158,6 +198,52 @@ def test_a_workers_records_go_through_its_own_spool(
     stored = MlflowClient(tracking_server.url).get_run(run.info.run_id)
     assert stored.data.metrics == {"via_handle": 1.0, "via_plain_client": 2.0}
     assert not spool_dir.exists() or not list(spool_dir.iterdir())  # delivered: nothing left
+
+
+def test_a_workers_plain_mlflow_calls_take_a_spool_through_an_outage(
+    own_server: TrackingServer, tmp_path: Path
+) -> None:
+    """Writes outside worker_run() (Ray's setup_mlflow, a pickled Lightning logger) are kept.
+
+    The server is down from half-way through the task until after it returned: plain
+    MLflow in the worker would sit in its HTTP retries and then raise. Through the
+    worker's spool the task ends at once, its storage sits in the driver's spool
+    directory, and the block end waits for it: every point lands.
+    """
+    handshake = tmp_path / "handshake"
+    handshake.mkdir()
+
+    def outage() -> None:
+        _wait_for(handshake / "logged-half")
+        own_server.kill()
+        (handshake / "killed").touch()
+
+    killer = threading.Thread(target=outage, daemon=True)
+    killer.start()
+    settings = mm.Settings(tracking_uri=own_server.url)
+    with mm.tracking_run("ray", "plain-worker", settings=settings) as run:
+        info = run.info
+        saw = ray.get(
+            log_without_worker_run.options(runtime_env=mm_ray.runtime_env()).remote(
+                info.run_id, info.experiment_id, str(handshake)
+            ),
+            timeout=RAY_TIMEOUT,
+        )
+        killer.join(10)
+        assert (handshake / "killed").exists()  # the task logged its second half into an outage
+        own_server.restart()
+    spool_dir = Path.cwd() / ".michelangelo-mlflow-spool"
+    assert saw["spool_dir"] == str(spool_dir)  # the driver's directory, made absolute
+    assert str(saw["pid"]) in [w.split("-")[-2] for w in saw["writers"]]
+    client = MlflowClient(own_server.url)
+    expected = [(step, float(step)) for step in range(OUTAGE_STEPS)]
+    for run_id, key in ((info.run_id, "plain"), (saw["child"], "own")):
+        history = client.get_metric_history(run_id, key)
+        assert sorted((m.step, m.value) for m in history) == expected, key
+    assert client.get_run(info.run_id).info.status == "FINISHED"
+    child = client.get_run(saw["child"])
+    assert child.data.tags["mlflow.parentRunId"] == info.run_id
+    assert child.info.status == "FINISHED"  # given the block's status by the driver
 
 
 def test_a_task_attaches_to_the_driver_run(attached: Attached) -> None:
@@ -427,8 +513,33 @@ def test_other_ranks_cost_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
         other.set_tags({"t": "v"})
     assert (other.rank, other.logging, other.run_id) == (1, False, "r1")
     assert other._client is None
+    monkeypatch.setenv("MICHELANGELO_MLFLOW_SPOOL", "off")
     with pytest.raises(TrackingServerUnreachableError), mm_ray.worker_run(rank=0):
-        pass  # rank 0 does reach for the server
+        pass  # rank 0 does reach for the server; with the spool off, nothing keeps records
+
+
+def test_rank_0_enters_while_the_server_is_down_and_keeps_its_records(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    nowhere = f"http://127.0.0.1:{closed_port()}"  # down, as in an outage
+    context = {"version": 1, "run_id": "r-down", "experiment_id": "0", "tracking_uri": nowhere}
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", nowhere)
+    monkeypatch.setenv("MICHELANGELO_MLFLOW_SPOOL_GRACE", "1")
+    monkeypatch.setenv("MICHELANGELO_MLFLOW_SPOOL_DIR", str(tmp_path / "spool"))
+    monkeypatch.setenv(CONTEXT_VARIABLE, json.dumps(context))
+    with (
+        pytest.warns(MichelangeloMlflowWarning, match="did not reach .* within the 1 s grace"),
+        mm_ray.worker_run(rank=0) as run,
+    ):
+        run.log_metric("loss", 0.5, step=1)
+        MlflowClient().log_metric("r-down", "plain", 1.0)
+        # Read during the outage: the run as the worker knows it, with its records on top.
+        seen = MlflowClient().get_run("r-down")
+    assert seen.info.status == "RUNNING"
+    assert seen.data.metrics == {"loss": 0.5, "plain": 1.0}
+    kept = list((tmp_path / "spool").glob("*.db"))
+    assert len(kept) == 1  # for `sync`, or the driver's block end on this node
+    assert "r-down" not in STATE.spools  # closed by the block; nothing left open
 
 
 def test_per_worker_puts_the_rank_in_metric_keys_only(monkeypatch: pytest.MonkeyPatch) -> None:

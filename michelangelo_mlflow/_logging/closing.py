@@ -33,7 +33,13 @@ from michelangelo_mlflow._logging.courier import (
     progress_line,
     release_storage,
 )
-from michelangelo_mlflow._logging.storage import Damaged, Storage, count_for, leftover_paths
+from michelangelo_mlflow._logging.storage import (
+    Damaged,
+    Storage,
+    count_for,
+    leftover_paths,
+    runs_in,
+)
 from michelangelo_mlflow._state import STATE
 
 __all__ = ["PROGRESS_CAP", "REPORT_EVERY", "close_run"]
@@ -50,7 +56,8 @@ class _Foreign:
     """Records of the closing runs held by other processes' storages."""
 
     adopted: list[tuple[Storage, RunSpool]] = field(default_factory=list)
-    live: list[Path] = field(default_factory=list)
+    live: dict[Path, set[str]] = field(default_factory=dict)
+    """Live writers' storages, with the runs of theirs the close waits for."""
 
 
 def close_run(spool: RunSpool, *, status: str | None, grace: float) -> list[Delivery]:
@@ -75,12 +82,12 @@ def close_run(spool: RunSpool, *, status: str | None, grace: float) -> list[Deli
             _end_children(family[:-1], status)
         foreign = _foreign(spool, run_ids)
         try:
-            waiter.wait([*family, *(s for _, s in foreign.adopted)], foreign.live, run_ids)
+            waiter.wait([*family, *(s for _, s in foreign.adopted)], foreign.live)
             if status is not None and spool.role == "owner":
                 final, end_time = spool.final_status(status)
                 spool.append([["u", final, end_time or _now_ms(), None]])
                 spool.status_appended = True
-            waiter.wait(family, [], run_ids)
+            waiter.wait(family, {})
         finally:
             outcomes = [_outcome(member) for member in family]
             _let_go(family, foreign)
@@ -125,10 +132,16 @@ def _foreign(spool: RunSpool, run_ids: set[str]) -> _Foreign:
         except Damaged:
             continue  # reported by sync; never blocks a run's end
         if storage is None:
-            if any(count_for(path, run_id) for run_id in run_ids):
-                found.live.append(path)
+            wanted = _wanted(runs_in(path), run_ids)
+            if count_for(path, wanted):
+                found.live[path] = wanted
             continue
-        metas = [meta for meta in storage.runs() if meta.run_id in run_ids]
+        wanted = _wanted([(meta.run_id, meta.role) for meta in storage.runs()], run_ids)
+        metas = [
+            meta
+            for meta in storage.runs()
+            if meta.run_id in wanted and meta.tracking_uri == spool.route.tracking_uri
+        ]
         if not metas:
             storage.release(remove=False)
             continue
@@ -149,6 +162,18 @@ def _foreign(spool: RunSpool, run_ids: set[str]) -> _Foreign:
     return found
 
 
+def _wanted(runs: list[tuple[str, str]], run_ids: set[str]) -> set[str]:
+    """The runs of another writer's storage that a closing run waits for.
+
+    A worker of one of the closing runs (a Ray worker, a forked child) logs for that
+    run's family: the runs it created under it (Ray's ``setup_mlflow``) are waited for
+    too, though the closing process never knew them.
+    """
+    if any(run_id in run_ids and role == "worker" for run_id, role in runs):
+        return {run_id for run_id, _ in runs}
+    return {run_id for run_id, _ in runs if run_id in run_ids}
+
+
 class _Waiter:
     """One deadline for a closing family of runs, extended while the server makes progress."""
 
@@ -164,13 +189,13 @@ class _Waiter:
         self.reported = self.start
         self.reported_count = self.seen
 
-    def wait(self, spools: list[RunSpool], live: list[Path], run_ids: set[str]) -> bool:
-        """Wait until ``spools`` are idle and ``live`` writers hold none of ``run_ids``."""
+    def wait(self, spools: list[RunSpool], live: dict[Path, set[str]]) -> bool:
+        """Wait until ``spools`` are idle and ``live`` writers hold none of their runs'."""
         for spool in spools:
             self.courier.wake(spool)
         while True:
             pending = [s for s in spools if not s.idle()]
-            live = [p for p in live if any(count_for(p, r) for r in run_ids)]
+            live = {p: wanted for p, wanted in live.items() if count_for(p, wanted)}
             if not pending and not live:
                 return True
             now = time.monotonic()

@@ -753,8 +753,10 @@ def release_storage(directory: Path) -> None:
 def open_run(
     directory: Path,
     route: Route,
-    run: Run,
+    run_id: str,
+    experiment_id: str,
     *,
+    run: Run | None = None,
     role: Role,
     max_bytes: int,
     secrets: tuple[str, ...],
@@ -762,13 +764,16 @@ def open_run(
 ) -> RunSpool:
     """Open the spool of a run in this process: from now on its records take the spool.
 
-    The run's entry is written at once for an owner (so that ``sync`` can end a run
-    whose process was killed before it logged anything); its records come later.
+    The run's entry is written at once (so that ``sync`` can end an owner's run whose
+    process was killed before it logged anything, and so that the run's owner knows a
+    worker's storage for one of its own); its records come later.
 
     Args:
         directory: The spool directory.
         route: Where the run's records go.
-        run: The run as the server returned it when it was created or resumed.
+        run_id: The run.
+        experiment_id: The run's experiment.
+        run: The run as the server returned it when it was created or resumed, if read.
         role: ``owner`` (sends the status) or ``worker`` (never does).
         max_bytes: The size cap of the run's undelivered records.
         secrets: Secret values to redact from params and tags.
@@ -777,7 +782,6 @@ def open_run(
     Raises:
         ConfigurationError: The run is already open in this process.
     """
-    run_id = run.info.run_id
     with STATE.lock:
         known = STATE.spools.get(run_id)
         if known is not None and known.pid == _pid():
@@ -792,7 +796,7 @@ def open_run(
             None,
             route,
             run_id=run_id,
-            experiment_id=run.info.experiment_id,
+            experiment_id=experiment_id,
             directory=directory,
             role=role,
             run=run,
@@ -801,9 +805,8 @@ def open_run(
             interval=interval,
         )
         STATE.spools[run_id] = spool
-    if role == "owner":  # known to sync from now on, even if killed before its first record
-        storage, meta = spool._storage()
-        storage.persist_run(meta)
+    storage, meta = spool._storage()
+    storage.persist_run(meta)
     return spool
 
 

@@ -354,7 +354,7 @@ def pending_bytes(directory: Path) -> int:
 
 def route_for_leftover(tracking_uri: str, settings: Settings) -> Route:
     """The route of a leftover's server: the settings' credentials only if it is theirs."""
-    from michelangelo_mlflow._logging.store import host_creds
+    from michelangelo_mlflow._logging.opening import host_creds
 
     if settings.is_remote and settings.safe_tracking_uri == tracking_uri:
         creds = host_creds(settings)

@@ -40,7 +40,7 @@ import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -547,21 +547,36 @@ class Storage:
             return not self._memory and not any(self._pending.values())
 
 
-def count_for(path: Path, run_id: str) -> int:
-    """Records of ``run_id`` in a database another process may be writing (read-only)."""
+def count_for(path: Path, run_ids: Collection[str]) -> int:
+    """Records of ``run_ids`` in a database another process may be writing (read-only)."""
+    if not run_ids:
+        return 0
+    marks = ", ".join("?" * len(run_ids))
+    found = _read_only(
+        path,
+        "SELECT COUNT(*) FROM records JOIN runs ON runs.key = records.run "
+        f"WHERE runs.run_id IN ({marks})",
+        tuple(run_ids),
+    )
+    return int(found[0][0]) if found else 0
+
+
+def runs_in(path: Path) -> list[tuple[str, str]]:
+    """``(run id, role)`` of each run in a database another process may be writing."""
+    return [(str(run_id), str(role)) for run_id, role in _read_only(
+        path, "SELECT run_id, role FROM runs", ()
+    )]  # fmt: skip
+
+
+def _read_only(path: Path, query: str, args: tuple[str, ...]) -> list[tuple[Any, ...]]:
     try:
         db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1.0)
     except sqlite3.Error:
-        return 0
+        return []
     try:
-        found = db.execute(
-            "SELECT COUNT(*) FROM records JOIN runs ON runs.key = records.run "
-            "WHERE runs.run_id = ?",
-            (run_id,),
-        ).fetchone()
-        return int(found[0])
+        return db.execute(query, args).fetchall()
     except sqlite3.Error:
-        return 0
+        return []
     finally:
         db.close()
 

@@ -34,12 +34,10 @@ from michelangelo_mlflow._state import STATE
 if TYPE_CHECKING:
     from michelangelo_mlflow._logging.courier import RunSpool
     from michelangelo_mlflow._logging.delivery import Route
-    from michelangelo_mlflow._settings import Settings
 
 __all__ = [
     "artifacts_repository",
     "databricks_store",
-    "host_creds",
     "http_store",
     "routing_to",
 ]
@@ -147,44 +145,6 @@ def _host_creds(store_uri: str, default: Callable[[str], Any]) -> Any:
     return default(store_uri)
 
 
-def host_creds(
-    settings: Settings, *, uri: str | None = None, credentials: bool = True
-) -> Callable[[], Any]:
-    """The credentials of a run's server, fixed now from ``settings``.
-
-    MLflow's own reading of its environment supplies what this SDK does not manage
-    (client certificates, auth plugins); user, password, token and TLS verification
-    come from ``settings``, so a run keeps its credentials whatever other threads set.
-
-    Args:
-        settings: The run's configuration.
-        uri: Another server than the settings' (for a leftover of it).
-        credentials: Send user, password and token (off for another server).
-    """
-    uri = uri or settings.effective_tracking_uri
-    if uri.startswith("databricks"):
-        from mlflow.utils.databricks_utils import get_databricks_host_creds
-
-        return functools.partial(get_databricks_host_creds, uri)
-    from mlflow.utils.credentials import get_default_host_creds
-
-    creds = get_default_host_creds(uri)  # type: ignore[no-untyped-call]
-    basic = credentials and settings.credential_method == "basic"
-    secret = {name: value.get_secret_value() if value else None for name, value in (
-        ("username", settings.username if basic else None),
-        ("password", settings.password if basic else None),
-        ("token", settings.tracking_token if credentials else None),
-    )}  # fmt: skip
-    creds.username, creds.password, creds.token = (
-        secret["username"],
-        secret["password"],
-        secret["token"],
-    )
-    creds.ignore_tls_verification = settings.insecure_tls
-    creds.server_cert_path = str(settings.server_cert_path) if settings.server_cert_path else None
-    return lambda: creds
-
-
 @contextmanager
 def routing_to(route: Route | None) -> Iterator[None]:
     """Make ``route`` this context's tracked run: its server gets its credentials."""
@@ -222,6 +182,18 @@ def _spool(run_id: str) -> RunSpool | None:
     return STATE.spools.get(run_id)
 
 
+def _writing(run_id: str) -> RunSpool | None:
+    """The spool a write for ``run_id`` takes: the run's, or a Ray worker's for its driver's."""
+    spool = STATE.spools.get(run_id)
+    if spool is not None or not run_id:
+        return spool
+    if not _drivers_run(run_id):
+        return None
+    from michelangelo_mlflow._logging.opening import attached_spool
+
+    return attached_spool(run_id)
+
+
 class SpoolingStoreMixin:
     """Route the calls for runs open in a tracked run to their spool or their server.
 
@@ -230,21 +202,21 @@ class SpoolingStoreMixin:
 
     # --- writes: spooled ---------------------------------------------------------------
     def log_metric(self, run_id: str, metric: Any) -> None:
-        spool = _spool(run_id)
+        spool = _writing(run_id)
         if spool is None:
             return super().log_metric(run_id, metric)  # type: ignore[misc, no-any-return]
         spool.log(metrics=(metric,))
         return None
 
     def log_param(self, run_id: str, param: Any) -> None:
-        spool = _spool(run_id)
+        spool = _writing(run_id)
         if spool is None:
             return super().log_param(run_id, param)  # type: ignore[misc, no-any-return]
         spool.log(params=(param,))
         return None
 
     def set_tag(self, run_id: str, tag: Any) -> None:
-        spool = _spool(run_id)
+        spool = _writing(run_id)
         if spool is None:
             return super().set_tag(run_id, tag)  # type: ignore[misc, no-any-return]
         spool.log(tags=(tag,))
@@ -253,14 +225,14 @@ class SpoolingStoreMixin:
     def log_batch(
         self, run_id: str, metrics: Sequence[Any], params: Sequence[Any], tags: Sequence[Any]
     ) -> None:
-        spool = _spool(run_id)
+        spool = _writing(run_id)
         if spool is None:
             return super().log_batch(run_id, metrics, params, tags)  # type: ignore[misc, no-any-return]
         spool.log(metrics, params, tags)
         return None
 
     def delete_tag(self, run_id: str, key: str) -> None:
-        spool = _spool(run_id)
+        spool = _writing(run_id)
         if spool is None:
             return super().delete_tag(run_id, key)  # type: ignore[misc, no-any-return]
         spool.delete_tag(key)
@@ -301,14 +273,16 @@ class SpoolingStoreMixin:
 
     # --- reads: the run's own server, after its pending records -------------------------
     def get_run(self, run_id: str) -> Any:
-        spool = _spool(run_id)
+        spool = _writing(run_id)  # a Ray worker reads its driver's run through its spool
         if spool is None:
             return super().get_run(run_id)  # type: ignore[misc]
         from michelangelo_mlflow._logging.attach import apply_framework_settings
 
         apply_framework_settings(spool)
-        run = spool.refresh(READ_WAIT)
-        return run if run is not None else spool.snapshot()
+        run = spool.refresh(READ_WAIT) or spool.snapshot()
+        if run is None:  # a worker's spool, never read from the server: MLflow's own read
+            return super().get_run(run_id)  # type: ignore[misc]
+        return run
 
     def get_metric_history(self, run_id: str, metric_key: str, *args: Any, **kwargs: Any) -> Any:
         spool = _spool(run_id)
@@ -354,7 +328,7 @@ class SpoolingStoreMixin:
             # MlflowClient().create_run) becomes its child: it ends with the block.
             tags = [*(tags or ()), _run_tag(PARENT_TAG, tracked.run_id)]
             parent_id = tracked.run_id
-        parent = _spool(parent_id or "")
+        parent = _writing(parent_id or "")
         if parent is not None and store_uri in (parent.route.tracking_uri, _global_uri()):
             # A run nested under an open tracked run lives where its parent lives.
             from michelangelo_mlflow._logging.courier import open_child

@@ -11,13 +11,20 @@ module, in the order a value passes through them:
 - ``_stores``: MLflow's local default store, and local or pod stores refused;
 - ``_credentials``: exactly one credential method, complete; the API server's address;
 - ``_budget``: MLflow's HTTP retry variables while a run is open;
-- ``_warnings``: warnings shown at the user's line.
+- ``_warnings``: warnings shown at the user's line;
+- ``_context``: the driver's run as Ray workers receive it.
 
 This module only re-exports.
 """
 
 from __future__ import annotations
 
+from michelangelo_mlflow._settings._context import (
+    CONTEXT_VARIABLE,
+    FIX_PROPAGATE,
+    WorkerContext,
+    context_text,
+)
 from michelangelo_mlflow._settings._model import (
     DEFAULT_EXPERIMENT,
     CredentialMethod,
@@ -34,7 +41,9 @@ from michelangelo_mlflow._settings._model import (
 from michelangelo_mlflow._settings._sources import PREFIX, SettingSource
 
 __all__ = [
+    "CONTEXT_VARIABLE",
     "DEFAULT_EXPERIMENT",
+    "FIX_PROPAGATE",
     "PREFIX",
     "CredentialMethod",
     "OnRetry",
@@ -44,7 +53,9 @@ __all__ = [
     "Settings",
     "SpoolMode",
     "VersionPolicy",
+    "WorkerContext",
     "all_variables",
+    "context_text",
     "driver_run_id",
     "variables_of",
 ]

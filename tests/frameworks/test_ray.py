@@ -12,6 +12,8 @@ path's child-run rule, each trial is a child of the tracked run.
 from __future__ import annotations
 
 import os
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,7 @@ from ray.train.torch import TorchTrainer
 
 import michelangelo_mlflow as mm
 from michelangelo_mlflow import ray as mm_ray
+from michelangelo_mlflow.testing import TrackingServer
 from tests.frameworks.conftest import (
     PARENT,
     all_run_ids,
@@ -63,8 +66,12 @@ def train_loop(config: dict[str, Any]) -> None:
         experiment_name=config["experiment"],
         tags={PARENT: config["parent"]},  # the line that makes it a child of the task's run
     )
+    handshake = config.get("handshake")
     with mm_ray.worker_run() as run:
         for step in range(STEPS):
+            if handshake and run.logging and step == STEPS // 2:  # the driver kills the server
+                Path(handshake, "logged-half").touch()
+                _wait_for(Path(handshake, "killed"))
             x = torch.randn(8, 4)
             loss = torch.nn.functional.mse_loss(model(x), x.sum(1, keepdim=True))
             optimizer.zero_grad()
@@ -72,9 +79,20 @@ def train_loop(config: dict[str, Any]) -> None:
             optimizer.step()
             run.log_metric("loss", float(loss), step=step)
             own.log_metric("ray_loss", float(loss), step=step)
-    # What Lightning's MLFlowLogger(run_id=<the driver's run>).finalize() does in a worker,
+    # What Lightning's MLFlowLogger(run_id=<the driver's run>).finalize() does on rank 0,
     # outside worker_run(): the driver's block decides the run's status, not a worker.
-    MlflowClient().set_terminated(config["parent"], "FINISHED")
+    # (MLflow reads the run first, to print its URL: during an outage, the worker's
+    # spool answers that read.)
+    if ray.train.get_context().get_world_rank() == 0:
+        MlflowClient().set_terminated(config["parent"], "FINISHED")
+
+
+def _wait_for(path: Path, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} did not appear in {timeout:g} s")
+        time.sleep(0.05)
 
 
 def test_torch_trainer_workers_log_into_the_run_and_a_child(
@@ -101,6 +119,54 @@ def test_torch_trainer_workers_log_into_the_run_and_a_child(
     assert points(client, child.info.run_id, "ray_loss") == tracked  # the same values
     assert client.get_run(run.info.run_id).info.status == "FINISHED"
     # setup_mlflow never ends its run: the block gives it the block's status.
+    assert client.get_run(child.info.run_id).info.status == "FINISHED", dict_of(child)
+
+
+def test_torch_trainer_workers_lose_no_point_to_an_outage(
+    own_server: TrackingServer, tmp_path: Path
+) -> None:
+    """The server is killed half-way through training and restarted after fit() returned.
+
+    Rank 0's writes through worker_run() and through setup_mlflow's run both take the
+    worker's spool; Ray kills the training actors when fit() returns, and the driver's
+    block end sends what they left, for the run and for the child.
+    """
+    client = MlflowClient(own_server.url)
+    handshake = tmp_path / "handshake"
+    handshake.mkdir()
+
+    def outage() -> None:
+        _wait_for(handshake / "logged-half")
+        own_server.kill()
+        (handshake / "killed").touch()
+
+    killer = threading.Thread(target=outage, daemon=True)
+    killer.start()
+    name = experiment_name("ray-train-outage")
+    settings = mm.Settings(tracking_uri=own_server.url, spool_grace=5.0)
+    with mm.tracking_run(name, "train", settings=settings) as run:
+        TorchTrainer(
+            train_loop,
+            train_loop_config={
+                "experiment": name,
+                "parent": run.info.run_id,
+                "handshake": str(handshake),
+            },
+            scaling_config=ScalingConfig(num_workers=2, resources_per_worker={"CPU": 0.5}),
+            run_config=RunConfig(
+                name="frameworks-train-outage",
+                storage_path=str(tmp_path / "ray"),
+                worker_runtime_env=mm_ray.runtime_env(),
+            ),
+        ).fit()
+        killer.join(10)
+        assert (handshake / "killed").exists()  # half of the steps were logged into an outage
+        own_server.restart()
+    (child,) = children_of(client, run.info.run_id)
+    tracked = points(client, run.info.run_id, "loss")
+    assert [s for s, _ in tracked] == list(range(STEPS))
+    assert points(client, child.info.run_id, "ray_loss") == tracked
+    assert client.get_run(run.info.run_id).info.status == "FINISHED"
     assert client.get_run(child.info.run_id).info.status == "FINISHED", dict_of(child)
 
 
