@@ -1,12 +1,18 @@
-"""Real loopback faults: a closed port, a server that never answers, one that always 503s."""
+"""Real loopback faults: a closed port, a server that never answers, one that always 503s.
+
+And a server killed when a worker process says so, through a file (a handshake).
+"""
 
 from __future__ import annotations
 
 import socket
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from types import TracebackType
 
+from michelangelo_mlflow.testing import TrackingServer
 from michelangelo_mlflow.testing._service import Service
 
 _HELD: list[socket.socket] = []  # closed ports stay reserved for the whole session
@@ -24,6 +30,31 @@ def closed_port() -> int:
     _HELD.append(sock)
     port: int = sock.getsockname()[1]
     return port
+
+
+def wait_for(path: Path, timeout: float = 120.0) -> None:
+    """Wait until ``path`` exists: another process's signal (also used in Ray workers)."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} did not appear in {timeout:g} s")
+        time.sleep(0.05)
+
+
+def kill_on_signal(server: TrackingServer, handshake: Path) -> threading.Thread:
+    """Kill ``server`` once a worker creates ``handshake/logged-half``; then create ``killed``.
+
+    The worker waits for ``killed`` before logging its second half, into the outage.
+    """
+
+    def outage() -> None:
+        wait_for(handshake / "logged-half")
+        server.kill()
+        (handshake / "killed").touch()
+
+    killer = threading.Thread(target=outage, daemon=True)
+    killer.start()
+    return killer
 
 
 class BlackHole:

@@ -11,8 +11,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +37,7 @@ from michelangelo_mlflow.exceptions import (
     TrackingServerUnreachableError,
 )
 from michelangelo_mlflow.testing import TrackingServer
-from tests._faults import closed_port
+from tests._faults import closed_port, kill_on_signal, wait_for
 from tests.helpers import read_as_admin
 
 _ENV_PREFIXES = ("MLFLOW_", "MICHELANGELO_MLFLOW_", "DATABRICKS_")
@@ -95,7 +93,7 @@ def log_without_worker_run(run_id: str, experiment_id: str, handshake: str) -> d
     for step in range(OUTAGE_STEPS):
         if step == OUTAGE_STEPS // 2:
             Path(handshake, "logged-half").touch()
-            _wait_for(Path(handshake, "killed"))
+            wait_for(Path(handshake, "killed"))
         client.log_metric(run_id, "plain", float(step), step=step)
         client.log_batch(child, metrics=[Metric("own", float(step), 0, step)])
     spool_dir = Path(os.environ["MICHELANGELO_MLFLOW_SPOOL_DIR"])
@@ -105,14 +103,6 @@ def log_without_worker_run(run_id: str, experiment_id: str, handshake: str) -> d
         "writers": [p.stem for p in spool_dir.glob("*.db")],
         "spool_dir": str(spool_dir),
     }
-
-
-def _wait_for(path: Path, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{path} did not appear in {timeout:g} s")
-        time.sleep(0.05)
 
 
 @ray.remote
@@ -213,13 +203,7 @@ def test_a_workers_plain_mlflow_calls_take_a_spool_through_an_outage(
     handshake = tmp_path / "handshake"
     handshake.mkdir()
 
-    def outage() -> None:
-        _wait_for(handshake / "logged-half")
-        own_server.kill()
-        (handshake / "killed").touch()
-
-    killer = threading.Thread(target=outage, daemon=True)
-    killer.start()
+    killer = kill_on_signal(own_server, handshake)
     settings = mm.Settings(tracking_uri=own_server.url)
     with mm.tracking_run("ray", "plain-worker", settings=settings) as run:
         info = run.info

@@ -12,8 +12,6 @@ path's child-run rule, each trial is a child of the tracked run.
 from __future__ import annotations
 
 import os
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,6 +28,7 @@ from ray.train.torch import TorchTrainer
 import michelangelo_mlflow as mm
 from michelangelo_mlflow import ray as mm_ray
 from michelangelo_mlflow.testing import TrackingServer
+from tests._faults import kill_on_signal, wait_for
 from tests.frameworks.conftest import (
     PARENT,
     all_run_ids,
@@ -71,7 +70,7 @@ def train_loop(config: dict[str, Any]) -> None:
         for step in range(STEPS):
             if handshake and run.logging and step == STEPS // 2:  # the driver kills the server
                 Path(handshake, "logged-half").touch()
-                _wait_for(Path(handshake, "killed"))
+                wait_for(Path(handshake, "killed"))
             x = torch.randn(8, 4)
             loss = torch.nn.functional.mse_loss(model(x), x.sum(1, keepdim=True))
             optimizer.zero_grad()
@@ -87,12 +86,18 @@ def train_loop(config: dict[str, Any]) -> None:
         MlflowClient().set_terminated(config["parent"], "FINISHED")
 
 
-def _wait_for(path: Path, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{path} did not appear in {timeout:g} s")
-        time.sleep(0.05)
+def fit_two_workers(config: dict[str, Any], tmp_path: Path) -> None:
+    """Train ``train_loop`` on two Ray Train workers that get the tracked run's context."""
+    TorchTrainer(
+        train_loop,
+        train_loop_config=config,
+        scaling_config=ScalingConfig(num_workers=2, resources_per_worker={"CPU": 0.5}),
+        run_config=RunConfig(
+            name=f"frameworks-{config['experiment']}",
+            storage_path=str(tmp_path / "ray"),
+            worker_runtime_env=mm_ray.runtime_env(),
+        ),
+    ).fit()
 
 
 def test_torch_trainer_workers_log_into_the_run_and_a_child(
@@ -101,16 +106,7 @@ def test_torch_trainer_workers_log_into_the_run_and_a_child(
     before = all_run_ids(client)
     name = experiment_name("ray-train")
     with mm.tracking_run(name, "train", settings=settings) as run:
-        TorchTrainer(
-            train_loop,
-            train_loop_config={"experiment": name, "parent": run.info.run_id},
-            scaling_config=ScalingConfig(num_workers=2, resources_per_worker={"CPU": 0.5}),
-            run_config=RunConfig(
-                name="frameworks-train",
-                storage_path=str(tmp_path / "ray"),
-                worker_runtime_env=mm_ray.runtime_env(),
-            ),
-        ).fit()
+        fit_two_workers({"experiment": name, "parent": run.info.run_id}, tmp_path)
         assert client.get_run(run.info.run_id).info.status == "RUNNING"  # not ended by the workers
     (child,) = children_of(client, run.info.run_id)
     assert all_run_ids(client) - before == {run.info.run_id, child.info.run_id}
@@ -135,30 +131,12 @@ def test_torch_trainer_workers_lose_no_point_to_an_outage(
     handshake = tmp_path / "handshake"
     handshake.mkdir()
 
-    def outage() -> None:
-        _wait_for(handshake / "logged-half")
-        own_server.kill()
-        (handshake / "killed").touch()
-
-    killer = threading.Thread(target=outage, daemon=True)
-    killer.start()
+    killer = kill_on_signal(own_server, handshake)
     name = experiment_name("ray-train-outage")
     settings = mm.Settings(tracking_uri=own_server.url, spool_grace=5.0)
     with mm.tracking_run(name, "train", settings=settings) as run:
-        TorchTrainer(
-            train_loop,
-            train_loop_config={
-                "experiment": name,
-                "parent": run.info.run_id,
-                "handshake": str(handshake),
-            },
-            scaling_config=ScalingConfig(num_workers=2, resources_per_worker={"CPU": 0.5}),
-            run_config=RunConfig(
-                name="frameworks-train-outage",
-                storage_path=str(tmp_path / "ray"),
-                worker_runtime_env=mm_ray.runtime_env(),
-            ),
-        ).fit()
+        config = {"experiment": name, "parent": run.info.run_id, "handshake": str(handshake)}
+        fit_two_workers(config, tmp_path)
         killer.join(10)
         assert (handshake / "killed").exists()  # half of the steps were logged into an outage
         own_server.restart()
