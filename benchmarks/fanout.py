@@ -51,7 +51,10 @@ Reported per variant:
   own latency is reported (a query slower than a second may see points delivered
   after the block ended, so "complete" is then an upper bound);
 - on the server at the end: after all of the variant's processes exited; duplicate
-  rows (history rows minus distinct steps) and runs not FINISHED.
+  rows (history rows minus distinct steps) and runs not FINISHED;
+- the blocks' CPU: user and system seconds of every task process (all its threads)
+  from "go" to its block's end, summed over the tasks: on a node whose cores the
+  server shares, the tasks' CPU is taken from the server's.
 
     python benchmarks/fanout.py [--tasks 32 64] [--points 2000] [--servers sqlite postgres]
                                 [--skip plain] [--outage 15] [--cap 1800]
@@ -137,6 +140,14 @@ def run_block(variant: str, url: str, experiment: str, points: int, state: dict[
         state["logged"] = time.time()
 
 
+def cpu() -> float:
+    """User and system CPU seconds of this process so far, all its threads."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def task(variant: str, url: str, experiment: str, points: int) -> None:
     import warnings
 
@@ -149,7 +160,7 @@ def task(variant: str, url: str, experiment: str, points: int) -> None:
     print("ready", flush=True)
     if sys.stdin.readline().strip() != "go":  # the harness is gone
         sys.exit(2)
-    state: dict[str, Any] = {"run_id": None, "error": None, "begin": time.time()}
+    state: dict[str, Any] = {"run_id": None, "error": None, "begin": time.time(), "cpu": cpu()}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
@@ -157,6 +168,7 @@ def task(variant: str, url: str, experiment: str, points: int) -> None:
         except BaseException as exc:  # reported, not hidden
             state["error"] = f"{type(exc).__name__}: {exc}"[:500]
     state["ended"] = time.time()
+    state["cpu"] = cpu() - state["cpu"]  # the block's, all threads: imports are not counted
     state["warnings"] = sorted({f"{w.category.__name__}: {w.message}"[:300] for w in caught})
     state["seen"] = None
     if state["run_id"]:
@@ -188,6 +200,7 @@ class Outcome:
     duplicates: int = 0
     not_finished: int = 0
     block_median: float = 0.0
+    cpu: float = 0.0  # CPU seconds of the tasks' blocks, summed
     phases: str = ""  # median seconds from "go" to: run open / points logged / block end
     outage_span: str = ""
     notes: list[str] = field(default_factory=list)
@@ -364,6 +377,7 @@ def tally_tasks(outcome: Outcome, ended: Ended, go: float, points: int) -> None:
         if result is None:
             continue
         blocks.append(result["ended"] - go)
+        outcome.cpu += result.get("cpu", 0.0)
         for phase, times in phases.items():
             if result.get(phase):
                 times.append(result[phase] - go)
@@ -440,7 +454,7 @@ def progress(o: Outcome) -> None:
     print(
         f"  {o.server} N={o.tasks} {o.variant}{' outage' if o.outage else ''}: "
         f"{o.wall:.1f} s, {o.writes} writes, {o.failed} failed, {o.complete} complete at "
-        f"block end, {o.final_complete} at the end",
+        f"block end, {o.final_complete} at the end, blocks' CPU {o.cpu:.1f} s",
         file=sys.stderr,
         flush=True,
     )
@@ -501,7 +515,7 @@ def print_group(found: dict[str, Any], args: argparse.Namespace) -> None:
                 f"| {o.complete}/{n}"
                 + (f" ({o.slow_queries} slow)" if o.slow_queries else "")
                 + f" | {o.final_complete}/{n} | {o.duplicates} | {o.not_finished} "
-                f"| {o.phases} |"
+                f"| {o.phases} | {o.cpu:.1f} |"
             )
 
 
@@ -515,9 +529,10 @@ def print_report(groups: list[dict[str, Any]], args: argparse.Namespace, info: d
     print(
         "| Server | Tasks | Variant | Wall (s) | vs batch | Write requests | A task | vs batch "
         "| 4xx / 5xx answers | Failed tasks | Complete at block end | On server at the end "
-        "| Duplicate rows | Runs not FINISHED | Median s to run open / logged / block end |"
+        "| Duplicate rows | Runs not FINISHED | Median s to run open / logged / block end "
+        "| Blocks' CPU (s) |"
     )
-    print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for found in groups:
         print_group(found, args)
     print("\nServer health (median ms of 5 `GET /health` / 3 probe `log_batch` of 1,000 points):")
