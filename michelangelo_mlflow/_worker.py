@@ -48,9 +48,7 @@ from michelangelo_mlflow._settings import (
     variables_of,
 )
 from michelangelo_mlflow._state import STATE
-from michelangelo_mlflow.exceptions import (
-    ConfigurationError,
-)
+from michelangelo_mlflow.exceptions import ConfigurationError
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient

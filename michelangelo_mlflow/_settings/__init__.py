@@ -24,6 +24,7 @@ from michelangelo_mlflow._settings._context import (
     FIX_PROPAGATE,
     WorkerContext,
     context_text,
+    driver_run_id,
 )
 from michelangelo_mlflow._settings._model import (
     DEFAULT_EXPERIMENT,
@@ -35,7 +36,6 @@ from michelangelo_mlflow._settings._model import (
     SpoolMode,
     VersionPolicy,
     all_variables,
-    driver_run_id,
     variables_of,
 )
 from michelangelo_mlflow._settings._sources import PREFIX, SettingSource

@@ -6,6 +6,7 @@ and a worker's first write to the driver's run (the store plugins) read it.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from typing import ClassVar
 from michelangelo_mlflow._settings._model import variables_of
 from michelangelo_mlflow.exceptions import ConfigurationError
 
-__all__ = ["CONTEXT_VARIABLE", "FIX_PROPAGATE", "WorkerContext", "context_text"]
+__all__ = ["CONTEXT_VARIABLE", "FIX_PROPAGATE", "WorkerContext", "context_text", "driver_run_id"]
 
 CONTEXT_VARIABLE = variables_of("worker_context")[0]
 """The environment variable that carries the :class:`WorkerContext` to workers."""
@@ -92,3 +93,27 @@ def context_text() -> str:
         ''
     """
     return os.environ.get(CONTEXT_VARIABLE, "")
+
+
+def driver_run_id() -> str | None:
+    """The driver's run a worker was started for (its runtime env's worker context), if any.
+
+    Cheaper than :class:`WorkerContext.from_json` and never raising: the store plugins
+    ask it for every write to a run this process holds no spool for.
+
+    Example:
+        >>> driver_run_id() is None  # no worker context in this process
+        True
+    """
+    return _run_id_in(context_text())
+
+
+@functools.lru_cache(maxsize=4)
+def _run_id_in(text: str) -> str | None:
+    if not text:
+        return None
+    try:
+        run_id = json.loads(text).get("run_id")
+    except (ValueError, AttributeError):
+        return None
+    return run_id if isinstance(run_id, str) and run_id else None

@@ -576,26 +576,3 @@ def variables_of(field: str) -> tuple[str, ...]:
 def all_variables() -> dict[str, str]:
     """Every environment variable Settings reads, mapped to its field name."""
     return _sources.all_variables(Settings.model_fields)
-
-
-def driver_run_id() -> str | None:
-    """The driver's run a worker was started for (its runtime env's worker context), if any.
-
-    Cheaper than :class:`Settings` and never raising: the store plugins ask it when a
-    process that holds no spool for a run writes a terminal status for it.
-
-    Example:
-        >>> driver_run_id() is None  # no worker context in this process
-        True
-    """
-    import json
-    import os
-
-    text = os.environ.get(variables_of("worker_context")[0])
-    if not text:
-        return None
-    try:
-        run_id = json.loads(text).get("run_id")
-    except (ValueError, AttributeError):
-        return None
-    return run_id if isinstance(run_id, str) and run_id else None
