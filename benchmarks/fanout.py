@@ -54,7 +54,8 @@ Reported per variant:
   rows (history rows minus distinct steps) and runs not FINISHED;
 - the blocks' CPU: user and system seconds of every task process (all its threads)
   from "go" to its block's end, summed over the tasks: on a node whose cores the
-  server shares, the tasks' CPU is taken from the server's.
+  server shares, the tasks' CPU is taken from the server's. In brackets, the part
+  spent once the task's logging calls had returned (waiting for delivery, ending).
 
     python benchmarks/fanout.py [--tasks 32 64] [--points 2000] [--servers sqlite postgres]
                                 [--skip plain] [--outage 15] [--cap 1800]
@@ -128,7 +129,7 @@ def run_block(variant: str, url: str, experiment: str, points: int, state: dict[
         with mm.tracking_run(experiment, name, settings=mm.Settings(tracking_uri=url)) as run:
             state["run_id"], state["opened"] = run.info.run_id, time.time()
             log_points(variant, run.info.run_id, points)
-            state["logged"] = time.time()
+            state["logged"], state["cpu_logged"] = time.time(), cpu()
         return
     mlflow.set_tracking_uri(url)
     mlflow.set_experiment(experiment)
@@ -137,7 +138,7 @@ def run_block(variant: str, url: str, experiment: str, points: int, state: dict[
     with mlflow.start_run(run_name=name) as run:
         state["run_id"], state["opened"] = run.info.run_id, time.time()
         log_points(variant, run.info.run_id, points)
-        state["logged"] = time.time()
+        state["logged"], state["cpu_logged"] = time.time(), cpu()
 
 
 def cpu() -> float:
@@ -168,7 +169,9 @@ def task(variant: str, url: str, experiment: str, points: int) -> None:
         except BaseException as exc:  # reported, not hidden
             state["error"] = f"{type(exc).__name__}: {exc}"[:500]
     state["ended"] = time.time()
-    state["cpu"] = cpu() - state["cpu"]  # the block's, all threads: imports are not counted
+    now = cpu()
+    state["cpu_end"] = now - state.get("cpu_logged", now)  # once the calls had returned
+    state["cpu"] = now - state["cpu"]  # the block's, all threads: imports are not counted
     state["warnings"] = sorted({f"{w.category.__name__}: {w.message}"[:300] for w in caught})
     state["seen"] = None
     if state["run_id"]:
@@ -201,6 +204,7 @@ class Outcome:
     not_finished: int = 0
     block_median: float = 0.0
     cpu: float = 0.0  # CPU seconds of the tasks' blocks, summed
+    cpu_end: float = 0.0  # of which once a task's calls had returned (its block's end)
     phases: str = ""  # median seconds from "go" to: run open / points logged / block end
     outage_span: str = ""
     notes: list[str] = field(default_factory=list)
@@ -378,6 +382,7 @@ def tally_tasks(outcome: Outcome, ended: Ended, go: float, points: int) -> None:
             continue
         blocks.append(result["ended"] - go)
         outcome.cpu += result.get("cpu", 0.0)
+        outcome.cpu_end += result.get("cpu_end", 0.0)
         for phase, times in phases.items():
             if result.get(phase):
                 times.append(result[phase] - go)
@@ -454,7 +459,8 @@ def progress(o: Outcome) -> None:
     print(
         f"  {o.server} N={o.tasks} {o.variant}{' outage' if o.outage else ''}: "
         f"{o.wall:.1f} s, {o.writes} writes, {o.failed} failed, {o.complete} complete at "
-        f"block end, {o.final_complete} at the end, blocks' CPU {o.cpu:.1f} s",
+        f"block end, {o.final_complete} at the end, blocks' CPU {o.cpu:.1f} s "
+        f"({o.cpu_end:.1f} s after the calls)",
         file=sys.stderr,
         flush=True,
     )
@@ -515,7 +521,7 @@ def print_group(found: dict[str, Any], args: argparse.Namespace) -> None:
                 f"| {o.complete}/{n}"
                 + (f" ({o.slow_queries} slow)" if o.slow_queries else "")
                 + f" | {o.final_complete}/{n} | {o.duplicates} | {o.not_finished} "
-                f"| {o.phases} | {o.cpu:.1f} |"
+                f"| {o.phases} | {o.cpu:.1f} ({o.cpu_end:.1f}) |"
             )
 
 
@@ -530,7 +536,7 @@ def print_report(groups: list[dict[str, Any]], args: argparse.Namespace, info: d
         "| Server | Tasks | Variant | Wall (s) | vs batch | Write requests | A task | vs batch "
         "| 4xx / 5xx answers | Failed tasks | Complete at block end | On server at the end "
         "| Duplicate rows | Runs not FINISHED | Median s to run open / logged / block end "
-        "| Blocks' CPU (s) |"
+        "| Blocks' CPU (s) (after the calls) |"
     )
     print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for found in groups:

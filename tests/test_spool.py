@@ -217,16 +217,17 @@ def test_a_request_stays_under_the_size_limit() -> None:
 @pytest.mark.parametrize(
     ("pending", "last", "holds", "held"),
     [
-        (40_000, 0, 0, True),  # 40 kB in one interval: a full batch within the next
-        (40_000, 0, 2, False),  # waited two intervals already: sent now
-        (20_000, 0, 0, False),  # logging slowly: sent every interval, as before
+        (40_000, 0, 0, True),  # 40 kB in one interval: a full batch soon
+        (20_000, 0, 0, True),  # a few hundred points a second (64 tasks on 2 cores): waits too
+        (500, 0, 0, True),  # a slow logger's points go every few intervals, not every one
+        (40_000, 0, 3, False),  # waited three intervals already: sent now
+        (60_000, 50_000, 2, True),  # still growing, the last interval it may wait
         (40_000, 40_000, 0, False),  # no longer growing: nothing more is coming soon
-        (30_000, 25_000, 0, False),  # grew, but too slowly to fill a batch in time
-        (60_000, 50_000, 1, True),  # nearly full, and full within the next interval
+        (30_000, 30_500, 1, False),  # shrank (a delivery took some): sent
         (200_000, 10_000, 1, True),  # past a full batch: the full ones go, the rest waits
     ],
 )
-def test_a_spool_filling_fast_waits_at_most_two_intervals_for_a_full_batch(
+def test_a_spool_still_logging_waits_at_most_three_intervals_for_a_full_batch(
     pending: int, last: int, holds: int, held: bool
 ) -> None:
     assert hold_for_full_batch(pending, last, holds) is held
