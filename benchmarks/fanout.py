@@ -15,7 +15,10 @@ one per step:
   default, one ``log-batch`` request per call from a pool of 10 threads, which at 4
   tasks already exhausts a 1-worker sqlite server's connection pool);
 - ``batch``: one ``MlflowClient.log_batch`` per 1,000 points in plain
-  ``mlflow.start_run``: the baseline of every ratio.
+  ``mlflow.start_run``: the baseline of every ratio;
+- ``sdk-batch``: the baseline's calls inside ``mm.tracking_run`` (``--skip sdk-batch``
+  leaves it out): what the SDK's run costs without 2,000 calls, each with MLflow's
+  own fluent work and a record stored in the spool.
 
 Servers: ``mlflow server`` on sqlite with 1 worker (MLflow's test default), and on
 PostgreSQL 15 with 4 workers (``--workers 4``; ``benchmarks/_servers.py`` runs the
@@ -86,12 +89,13 @@ sys.path.insert(0, str(Path(__file__).parent))
 KEY = "loss"
 BATCH = 1000  # points per log_batch (MLflow's limit per request)
 KILL_AT = 0.4  # of the variant's wall time without the outage
-VARIANTS = ("sdk", "plain", "async", "batch")
+VARIANTS = ("sdk", "plain", "async", "batch", "sdk-batch")
 LABELS = {
     "sdk": "this SDK (`mm.tracking_run`)",
     "plain": "plain `log_metric` loop",
     "async": "MLflow async logging (buffered {buffering} s)",
     "batch": "`log_batch` per 1,000 (baseline)",
+    "sdk-batch": "this SDK, `log_batch` per 1,000",
 }
 SERVERS = {"sqlite": 1, "postgres": 4}  # kind: workers
 MB_PER_TASK = 200
@@ -107,7 +111,7 @@ def log_points(variant: str, run_id: str, points: int) -> None:
     import mlflow
     from mlflow.entities import Metric
 
-    if variant != "batch":
+    if variant not in ("batch", "sdk-batch"):
         for step in range(points):
             mlflow.log_metric(KEY, value(step), step=step)
         return
@@ -125,7 +129,7 @@ def run_block(variant: str, url: str, experiment: str, points: int, state: dict[
     import michelangelo_mlflow as mm
 
     name = f"task-{os.getpid()}"
-    if variant == "sdk":
+    if variant.startswith("sdk"):
         with mm.tracking_run(experiment, name, settings=mm.Settings(tracking_uri=url)) as run:
             state["run_id"], state["opened"] = run.info.run_id, time.time()
             log_points(variant, run.info.run_id, points)
@@ -568,7 +572,11 @@ def main() -> None:
         "--servers", nargs="+", choices=list(SERVERS), default=list(SERVERS), help="servers"
     )
     parser.add_argument(
-        "--skip", nargs="*", choices=["plain", "async"], default=[], help="variants to leave out"
+        "--skip",
+        nargs="*",
+        choices=["plain", "async", "sdk-batch"],
+        default=[],
+        help="variants to leave out",
     )
     parser.add_argument(
         "--outage", type=float, default=None, help="also run sdk and batch with an outage of S s"
