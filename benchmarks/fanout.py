@@ -111,7 +111,7 @@ def log_points(variant: str, run_id: str, points: int) -> None:
     import mlflow
     from mlflow.entities import Metric
 
-    if variant not in ("batch", "sdk-batch"):
+    if not variant.endswith("batch"):  # "batch", "sdk-batch": log_batch per 1,000
         for step in range(points):
             mlflow.log_metric(KEY, value(step), step=step)
         return
