@@ -231,3 +231,46 @@ def test_a_spool_still_logging_waits_at_most_three_intervals_for_a_full_batch(
     pending: int, last: int, holds: int, held: bool
 ) -> None:
     assert hold_for_full_batch(pending, last, holds) is held
+
+
+CHURN = """
+import random, sys, time
+from pathlib import Path
+from michelangelo_mlflow._logging.storage import Storage, count_for, leftover_paths, runs_in
+
+directory, role, until = Path(sys.argv[1]), sys.argv[2], time.time() + float(sys.argv[3])
+while time.time() < until:
+    if role == "writer":  # a task: its run's records, then its files removed at its end
+        storage = Storage.create(directory)
+        meta = storage.add_run("run", "http://127.0.0.1:1", "1", "driver")
+        storage.persist_run(meta)
+        for step in range(20):
+            storage.append(meta.key, [("m", f'["loss", 0.5, 1, {step}]')])
+        time.sleep(random.uniform(0, 0.02))
+        storage.release(remove=True)
+    else:  # a closing run looking for live writers holding records of its runs
+        for path in leftover_paths(directory):
+            runs_in(path)
+            count_for(path, ["run"])
+"""
+
+
+def test_reading_a_writer_that_removes_its_files_leaves_none_of_them(tmp_path: Path) -> None:
+    """Read-only looks at live writers' databases leave no -wal or -shm behind them.
+
+    A connection that opened a database as its writer removed it would otherwise leave
+    the write-ahead log and its index behind, nobody's, in the shared directory (one of
+    64 tasks' in one run).
+    """
+    directory = tmp_path / "spool"
+    directory.mkdir()
+    (directory / "README").write_text("keeps the directory")  # as other writers' files do
+    churn = [
+        subprocess.Popen([sys.executable, "-c", CHURN, str(directory), role, "4"])
+        for role in ("writer", "reader") * 3
+    ]
+    assert [process.wait(timeout=120) for process in churn] == [0] * 6
+    writers = {p.name.split(".db")[0] for p in directory.glob("*.db")}
+    left = [p.name for p in directory.iterdir() if p.name != "README"]
+    orphans = [name for name in left if name.split(".db")[0] not in writers]
+    assert orphans == []

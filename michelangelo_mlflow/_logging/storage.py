@@ -579,6 +579,13 @@ def _read_only(path: Path, query: str, args: tuple[str, ...]) -> list[tuple[Any,
         return []
     finally:
         db.close()
+        if not path.exists():
+            # Its writer removed it while this connection had it open, which may have
+            # made a write-ahead log and index of its own after the writer's were gone:
+            # they are nobody's (a name is never used again), so they go too.
+            for side in ("-wal", "-shm"):
+                with contextlib.suppress(OSError):
+                    os.unlink(f"{path}{side}")
 
 
 def leftover_paths(directory: Path) -> Iterator[Path]:
