@@ -14,7 +14,6 @@ leftover, none crashing, failing or losing a point on another's files.
 from __future__ import annotations
 
 import json
-import os
 import re
 import socket
 import subprocess
@@ -29,7 +28,7 @@ from mlflow.tracking import MlflowClient
 
 from michelangelo_mlflow.testing import TrackingServer
 from tests.helpers.fanout_task import value
-from tests.helpers.processes import end, readline
+from tests.helpers.processes import end, readline, sync_cli
 
 pytestmark = pytest.mark.slow
 
@@ -211,15 +210,7 @@ def test_sixty_four_processes_share_one_spool_directory(
 
     # Whatever the tasks left of the killed writer's run, sync finishes: every point
     # whose record was stored, in order, and the run ended KILLED.
-    sync = subprocess.run(
-        [str(Path(sys.executable).with_name("michelangelo-mlflow")), "sync"],
-        cwd=workdir,
-        env={**os.environ, "MLFLOW_TRACKING_URI": own_server.url},
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    sync = sync_cli(workdir, own_server.url)
     assert sync.returncode == 0, sync.stdout + sync.stderr
     stored = client.get_run(killed_run.info.run_id)
     assert stored.info.status == "KILLED"

@@ -30,6 +30,7 @@ from michelangelo_mlflow.exceptions import (
 )
 from michelangelo_mlflow.testing import TrackingServer
 from tests._proxy import FaultProxy
+from tests.helpers.processes import sync_cli
 
 SPOOL = ".michelangelo-mlflow-spool"
 LOG_BATCH = "/api/2.0/mlflow/runs/log-batch"
@@ -273,15 +274,7 @@ def test_a_task_killed_by_sigkill_is_completed_by_sync(
         returned = int(task.stdout.readline().split()[1])
     task.kill()
     task.wait(timeout=30)
-    sync = subprocess.run(
-        [str(Path(sys.executable).with_name("michelangelo-mlflow")), "sync"],
-        cwd=tmp_path,
-        env={**os.environ, "MLFLOW_TRACKING_URI": tracking_server.url},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    sync = sync_cli(tmp_path, tracking_server.url)
     assert sync.returncode == 0, sync.stdout + sync.stderr
     steps = {step for step, _ in history(client, run_id)}
     assert set(range(returned + 1)) <= steps  # every point whose call returned is there

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import queue
 import subprocess
+import sys
 import threading
+from pathlib import Path
 from typing import IO
 
 
@@ -31,3 +34,18 @@ def end(process: subprocess.Popen[str], timeout: float = 10.0) -> tuple[str, str
     except (subprocess.TimeoutExpired, ValueError):  # ValueError: a pipe was read already
         return "", ""
     return out or "", err or ""
+
+
+def sync_cli(
+    workdir: Path, tracking_uri: str, timeout: float = 300.0
+) -> subprocess.CompletedProcess[str]:
+    """``michelangelo-mlflow sync`` in ``workdir`` (its default spool), against ``tracking_uri``."""
+    return subprocess.run(
+        [str(Path(sys.executable).with_name("michelangelo-mlflow")), "sync"],
+        cwd=workdir,
+        env={**os.environ, "MLFLOW_TRACKING_URI": tracking_uri},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
