@@ -187,7 +187,7 @@ def test_sixty_four_processes_share_one_spool_directory(
     )
     try:
         wait_for_runs(client, "shared-dir-killed", 1, timeout=300)
-        time.sleep(1.0)  # about 100 points logged, the last ones still in its spool
+        time.sleep(1.0)  # some 100 points logged; its last records may not be sent yet
     finally:
         victim.kill()
         victim.wait(timeout=30)
