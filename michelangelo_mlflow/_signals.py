@@ -33,7 +33,7 @@ import contextlib
 import os
 import signal
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from types import FrameType, TracebackType
 from typing import Any
 
@@ -60,14 +60,25 @@ class Terminated(BaseException):
 _local = threading.local()
 
 
-@contextlib.contextmanager
-def critical() -> Iterator[None]:
-    """A section no signal handler of this SDK interrupts: it runs at the section's end."""
-    depth = getattr(_local, "depth", 0)
-    _local.depth = depth + 1
-    try:
-        yield
-    finally:
+class _Critical:
+    """The context manager :func:`critical` returns (one, shared: its state is per thread).
+
+    A class rather than a generator: a logging call enters one, and this costs a third
+    of a generator-based context manager's 1.7 µs.
+    """
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        _local.depth = getattr(_local, "depth", 0) + 1
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        depth = _local.depth - 1
         _local.depth = depth
         if depth == 0:
             deferred = getattr(_local, "deferred", None)
@@ -75,6 +86,14 @@ def critical() -> Iterator[None]:
                 _local.deferred = None
                 scope, signum = deferred
                 scope.act(signum)
+
+
+_CRITICAL = _Critical()
+
+
+def critical() -> _Critical:
+    """A section no signal handler of this SDK interrupts: it runs at the section's end."""
+    return _CRITICAL
 
 
 def start_thread(thread: threading.Thread) -> None:

@@ -130,6 +130,34 @@ def test_a_killed_writer_leaves_every_returned_record(tmp_path: Path) -> None:
     adopted.release(remove=False)
 
 
+def test_records_larger_than_a_page_and_a_leftover_with_4_kib_pages_are_read_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from michelangelo_mlflow._logging import storage as storage_module
+
+    long_param, long_tag = ["p", "config", "x" * 6000], ["t", "notes", "é" * 8000]  # MLflow's caps
+    monkeypatch.setattr(storage_module, "_PAGE_SIZE", 4096)  # as releases before 1 KiB pages
+    old, run = new_storage(tmp_path / "old")
+    old.append(run, encode_records([metric(0), long_param]))
+    old.release(remove=False)
+    monkeypatch.undo()
+    (path,) = leftover_paths(tmp_path / "old")
+    adopted = Storage.adopt(path)
+    assert adopted is not None
+    (meta,) = adopted.runs()
+    adopted.append(meta.key, encode_records([long_tag, metric(1)]))
+    assert stored(adopted, meta.key) == [metric(0), long_param, long_tag, metric(1)]
+    adopted.release(remove=False)
+    assert sqlite3.connect(path).execute("PRAGMA page_size").fetchone() == (4096,)
+
+    new, run = new_storage(tmp_path / "new")
+    new.append(run, encode_records([long_param, metric(0), long_tag]))
+    assert stored(new, run) == [long_param, metric(0), long_tag]
+    new.release(remove=False)
+    (path,) = leftover_paths(tmp_path / "new")
+    assert sqlite3.connect(path).execute("PRAGMA page_size").fetchone() == (1024,)
+
+
 @pytest.mark.parametrize(
     "content", [b"garbage, not a database" * 100, b"SQLite format 3\x00" + b"\x00" * 50]
 )

