@@ -60,8 +60,14 @@ Reported per variant:
   server shares, the tasks' CPU is taken from the server's. In brackets, the part
   spent once the task's logging calls had returned (waiting for delivery, ending).
 
+With ``--repeat K``, each server and N is run K times, each time on a fresh server
+with this SDK's tasks first, and a last table gives each pair's ratio of wall time
+(this SDK's against the baseline's on the same server) and their median: at 64 tasks
+on two cores one variant's wall time varies by up to half between runs, more than the
+difference a single pair is asked to show.
+
     python benchmarks/fanout.py [--tasks 32 64] [--points 2000] [--servers sqlite postgres]
-                                [--skip plain] [--outage 15] [--cap 1800]
+                                [--skip plain] [--outage 15] [--cap 1800] [--repeat 1]
 
 Each task process costs about 150 MB: the harness checks MemAvailable first. Timings
 are printed, never asserted.
@@ -470,14 +476,19 @@ def progress(o: Outcome) -> None:
     )
 
 
-def one_server(kind: str, n: int, args: argparse.Namespace, root: Path) -> dict[str, Any]:
+def one_server(
+    kind: str, n: int, args: argparse.Namespace, root: Path, repeat: int = 0
+) -> dict[str, Any]:
     """A fresh server: the SDK's tasks first, then the baselines, then the outage variants."""
     from _servers import mlflow_server
 
     check_memory(n)
-    found: dict[str, Any] = {"kind": kind, "tasks": n, "outcomes": [], "health": {}}
+    found: dict[str, Any] = {
+        "kind": kind, "tasks": n, "repeat": repeat, "outcomes": [], "health": {}
+    }  # fmt: skip
     begin = time.monotonic()
-    with mlflow_server(kind, root / f"server-{kind}-{n}", workers=SERVERS[kind]) as server:
+    directory = root / f"server-{kind}-{n}-{repeat}"
+    with mlflow_server(kind, directory, workers=SERVERS[kind]) as server:
         found["start"] = time.monotonic() - begin
         found["health"]["before"] = probe(server)
         for variant in [v for v in VARIANTS if v not in args.skip]:
@@ -510,6 +521,8 @@ def ratio(value: float, base: float | None) -> str:
 def print_group(found: dict[str, Any], args: argparse.Namespace) -> None:
     kind, n = found["kind"], found["tasks"]
     server = f"{kind}, {SERVERS[kind]} worker{'s' if SERVERS[kind] > 1 else ''}"
+    if args.repeat > 1:
+        server += f" (#{found['repeat'] + 1})"
     for outage in (False, True):
         rows = [o for o in found["outcomes"] if o.outage == outage]
         if not rows:
@@ -552,16 +565,50 @@ def print_report(groups: list[dict[str, Any]], args: argparse.Namespace, info: d
             for when, h in found["health"].items()
         )
         extra = f"; restart {found['restart']:.1f} s" if "restart" in found else ""
+        label = f" #{found['repeat'] + 1}" if args.repeat > 1 else ""
         print(
-            f"- {found['kind']} N={found['tasks']}: {health} "
+            f"- {found['kind']} N={found['tasks']}{label}: {health} "
             f"(server start {found['start']:.1f} s{extra})"
         )
+    if args.repeat > 1:
+        print_pairs(groups)
     print("\nWhat the tasks said (warnings and errors, counted per task):")
     for found in groups:
         for o in found["outcomes"]:
             for note in o.notes[:8]:
                 label = f"{o.variant}{' outage' if o.outage else ''}"
                 print(f"- {found['kind']} N={found['tasks']} {label}: {note}")
+
+
+def print_pairs(groups: list[dict[str, Any]]) -> None:
+    """Each repeat's ratio of this SDK's wall time to the baseline's, and their median."""
+    print(
+        "\nThis SDK against `log_batch`, each pair on its own fresh server "
+        "(wall-time ratios in run order; failed tasks and tasks complete at block end summed):\n"
+    )
+    print("| Server | Tasks | Outage | Wall-time ratios | Median | SDK failed / complete "
+          "| Baseline failed / complete |")  # fmt: skip
+    print("|---|---:|---|---|---:|---:|---:|")
+    keys = sorted({(g["kind"], g["tasks"]) for g in groups}, key=lambda k: (k[0], k[1]))
+    for kind, n in keys:
+        runs = [g for g in groups if (g["kind"], g["tasks"]) == (kind, n)]
+        for outage in (False, True):
+            pairs = []
+            for found in runs:
+                by = {o.variant: o for o in found["outcomes"] if o.outage == outage}
+                if "sdk" in by and "batch" in by:
+                    pairs.append((by["sdk"], by["batch"]))
+            if not pairs:
+                continue
+            ratios = [sdk.wall / base.wall for sdk, base in pairs]
+            sdk_sum = (sum(s.failed for s, _ in pairs), sum(s.complete for s, _ in pairs))
+            base_sum = (sum(b.failed for _, b in pairs), sum(b.complete for _, b in pairs))
+            print(
+                f"| {kind} | {n} | {'yes' if outage else 'no'} "
+                f"| {', '.join(f'{r:.2f}x' for r in ratios)} | {statistics.median(ratios):.2f}x "
+                f"| {sdk_sum[0]} / {sdk_sum[1]}/{n * len(pairs)} "
+                f"| {base_sum[0]} / {base_sum[1]}/{n * len(pairs)} |"
+            )
 
 
 def main() -> None:
@@ -588,8 +635,13 @@ def main() -> None:
         help="MLFLOW_ASYNC_LOGGING_BUFFERING_SECONDS for the async variant (0: MLflow's default)",
     )
     parser.add_argument("--cap", type=float, default=1800.0, help="seconds a variant may take")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="fresh servers per server kind and N (pairs)"
+    )
     parser.add_argument("--task", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.repeat < 1:
+        parser.error(f"--repeat {args.repeat}: pass 1 or more (fresh servers a kind and N)")
     if args.task:
         variant, url, experiment, points = args.task
         task(variant, url, experiment, int(points))
@@ -623,7 +675,8 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="bench-fanout-") as tmp:
             for kind in args.servers:
                 for n in args.tasks:
-                    groups.append(one_server(kind, n, args, Path(tmp)))
+                    for repeat in range(args.repeat):
+                        groups.append(one_server(kind, n, args, Path(tmp), repeat))
     finally:  # what was measured, even when a later server failed
         info["load_after"] = os.getloadavg()[0]
         info["wall"] = time.monotonic() - begun
