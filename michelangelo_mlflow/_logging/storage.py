@@ -5,7 +5,8 @@ logging call returns (WAL mode, ``synchronous=NORMAL``: durable against SIGKILL 
 the process once the commit returns; a power cut may lose the last commits). Rows
 are deleted once the server acknowledged them, so a healthy run's database stays a
 few pages however long it runs. A torn record cannot exist: a transaction is there
-whole or not at all.
+whole or not at all. A new database has 1 KiB pages: every commit writes at least a
+page to the write-ahead log, and a call commits one small record.
 
 Files, per writing process (``writer = <host>-<pid>-<random>``)::
 
