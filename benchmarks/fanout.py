@@ -55,6 +55,9 @@ Reported per variant:
   after the block ended, so "complete" is then an upper bound);
 - on the server at the end: after all of the variant's processes exited; duplicate
   rows (history rows minus distinct steps) and runs not FINISHED;
+- idle CPU: the machine's idle (and I/O wait) share of its cores in each quarter of
+  the wall time, from ``/proc/stat``: where the machine waits rather than works, a
+  variant is held back by something other than CPU (the server's answers, pacing);
 - the blocks' CPU: user and system seconds of every task process (all its threads)
   from "go" to its block's end, summed over the tasks: on a node whose cores the
   server shares, the tasks' CPU is taken from the server's. In brackets, the part
@@ -216,8 +219,49 @@ class Outcome:
     cpu: float = 0.0  # CPU seconds of the tasks' blocks, summed
     cpu_end: float = 0.0  # of which once a task's calls had returned (its block's end)
     phases: str = ""  # median seconds from "go" to: run open / points logged / block end
+    idle: str = ""  # the machine's idle CPU in % of its cores, a quarter of the wall time each
     outage_span: str = ""
     notes: list[str] = field(default_factory=list)
+
+
+class IdleSampler(threading.Thread):
+    """The machine's idle CPU (``/proc/stat``), sampled every half second from "go"."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.samples: list[tuple[float, float, float]] = []  # (time, idle, total) jiffies
+        self.stopped = threading.Event()
+
+    @staticmethod
+    def _read() -> tuple[float, float]:
+        with open("/proc/stat") as stat:
+            fields = [float(x) for x in stat.readline().split()[1:]]
+        return fields[3] + fields[4], sum(fields[:8])  # idle + iowait; all but guest time
+
+    def run(self) -> None:
+        while True:
+            self.samples.append((time.time(), *self._read()))
+            if self.stopped.wait(0.5):
+                self.samples.append((time.time(), *self._read()))
+                return
+
+    def quarters(self, go: float, done: float) -> str:
+        """Idle % in each quarter of ``go``..``done`` ("12 / 3 / 0 / 40").
+
+        A quarter shorter than the sampling interval is measured over the samples
+        around it (the interval's idle share).
+        """
+        self.stopped.set()
+        self.join()
+        parts = []
+        for q in range(4):
+            start, end = go + (done - go) * q / 4, go + (done - go) * (q + 1) / 4
+            # the samples around the quarter: at least one interval of 0.5 s
+            first = max((s for s in self.samples if s[0] <= start), default=self.samples[0])
+            last = min((s for s in self.samples if s[0] >= end), default=self.samples[-1])
+            total = last[2] - first[2]
+            parts.append(f"{100 * (last[1] - first[1]) / total:.0f}" if total else "-")
+        return " / ".join(parts)
 
 
 def count_requests(log: Path, start: int) -> tuple[int, int, int]:
@@ -345,6 +389,8 @@ def run_variant(
     workdir.mkdir()
     children = spawn(variant, server.url, experiment, n, args, workdir)
     log_start = server.log_path.stat().st_size
+    sampler = IdleSampler()
+    sampler.start()
     go = time.time()
     for child in children:
         child.stdin.write("go\n")
@@ -365,6 +411,7 @@ def run_variant(
         if "error" in span:
             raise RuntimeError(f"the server did not come back: {span['error']}")
     outcome = Outcome(kind, n, variant, outage is not None, wall=done - go)
+    outcome.idle = sampler.quarters(go, done)
     outcome.writes, outcome.errors_4xx, outcome.errors_5xx = count_requests(
         server.log_path, log_start
     )
@@ -538,7 +585,7 @@ def print_group(found: dict[str, Any], args: argparse.Namespace) -> None:
                 f"| {o.complete}/{n}"
                 + (f" ({o.slow_queries} slow)" if o.slow_queries else "")
                 + f" | {o.final_complete}/{n} | {o.duplicates} | {o.not_finished} "
-                f"| {o.phases} | {o.cpu:.1f} ({o.cpu_end:.1f}) |"
+                f"| {o.phases} | {o.cpu:.1f} ({o.cpu_end:.1f}) | {o.idle} |"
             )
 
 
@@ -553,9 +600,9 @@ def print_report(groups: list[dict[str, Any]], args: argparse.Namespace, info: d
         "| Server | Tasks | Variant | Wall (s) | vs batch | Write requests | A task | vs batch "
         "| 4xx / 5xx answers | Failed tasks | Complete at block end | On server at the end "
         "| Duplicate rows | Runs not FINISHED | Median s to run open / logged / block end "
-        "| Blocks' CPU (s) (after the calls) |"
+        "| Blocks' CPU (s) (after the calls) | Idle CPU % by quarter of the wall time |"
     )
-    print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for found in groups:
         print_group(found, args)
     print("\nServer health (median ms of 5 `GET /health` / 3 probe `log_batch` of 1,000 points):")
