@@ -58,6 +58,11 @@ Reported per variant:
 - idle CPU: the machine's idle (and I/O wait) share of its cores in each quarter of
   the wall time, from ``/proc/stat``: where the machine waits rather than works, a
   variant is held back by something other than CPU (the server's answers, pacing);
+- the machine's CPU: the CPU seconds all its cores worked from "go" to the last
+  task's end, the task processes' part of it (from "go" to their exit, interpreter
+  shutdown included: their whole CPU as the harness reaps them, less each one's CPU
+  at "go"; not with an outage, whose killed server is reaped too) and the rest: the
+  server, its database and this harness;
 - the blocks' CPU: user and system seconds of every task process (all its threads)
   from "go" to its block's end, summed over the tasks: on a node whose cores the
   server shares, the tasks' CPU is taken from the server's. In brackets, the part
@@ -184,6 +189,7 @@ def task(variant: str, url: str, experiment: str, points: int) -> None:
     state["ended"] = time.time()
     now = cpu()
     state["cpu_end"] = now - state.get("cpu_logged", now)  # once the calls had returned
+    state["cpu_go"] = state["cpu"]  # the harness subtracts it from the process's whole CPU
     state["cpu"] = now - state["cpu"]  # the block's, all threads: imports are not counted
     state["warnings"] = sorted({f"{w.category.__name__}: {w.message}"[:300] for w in caught})
     state["seen"] = None
@@ -220,6 +226,8 @@ class Outcome:
     cpu_end: float = 0.0  # of which once a task's calls had returned (its block's end)
     phases: str = ""  # median seconds from "go" to: run open / points logged / block end
     idle: str = ""  # the machine's idle CPU in % of its cores, a quarter of the wall time each
+    busy: float = 0.0  # the machine's CPU seconds from "go" to the last task's end
+    tasks_cpu: float = float("nan")  # of which the task processes', exits included
     outage_span: str = ""
     notes: list[str] = field(default_factory=list)
 
@@ -245,6 +253,11 @@ class IdleSampler(threading.Thread):
                 self.samples.append((time.time(), *self._read()))
                 return
 
+    def busy(self) -> float:
+        """CPU seconds the machine spent working between the first and last samples."""
+        (_, idle0, total0), (_, idle1, total1) = self.samples[0], self.samples[-1]
+        return (total1 - total0 - (idle1 - idle0)) / os.sysconf("SC_CLK_TCK")
+
     def quarters(self, go: float, done: float) -> str:
         """Idle % in each quarter of ``go``..``done`` ("12 / 3 / 0 / 40").
 
@@ -262,6 +275,14 @@ class IdleSampler(threading.Thread):
             total = last[2] - first[2]
             parts.append(f"{100 * (last[1] - first[1]) / total:.0f}" if total else "-")
         return " / ".join(parts)
+
+
+def cpu_of_children() -> float:
+    """User and system CPU seconds of this process's children that ended and were reaped."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def count_requests(log: Path, start: int) -> tuple[int, int, int]:
@@ -391,6 +412,7 @@ def run_variant(
     log_start = server.log_path.stat().st_size
     sampler = IdleSampler()
     sampler.start()
+    reaped = cpu_of_children()
     go = time.time()
     for child in children:
         child.stdin.write("go\n")
@@ -412,6 +434,10 @@ def run_variant(
             raise RuntimeError(f"the server did not come back: {span['error']}")
     outcome = Outcome(kind, n, variant, outage is not None, wall=done - go)
     outcome.idle = sampler.quarters(go, done)
+    outcome.busy = sampler.busy()
+    if outage is None:  # the killed server is a reaped child too
+        since_go = sum(r.get("cpu_go", 0.0) for _, r in ended if r)
+        outcome.tasks_cpu = cpu_of_children() - reaped - since_go
     outcome.writes, outcome.errors_4xx, outcome.errors_5xx = count_requests(
         server.log_path, log_start
     )
@@ -585,7 +611,8 @@ def print_group(found: dict[str, Any], args: argparse.Namespace) -> None:
                 f"| {o.complete}/{n}"
                 + (f" ({o.slow_queries} slow)" if o.slow_queries else "")
                 + f" | {o.final_complete}/{n} | {o.duplicates} | {o.not_finished} "
-                f"| {o.phases} | {o.cpu:.1f} ({o.cpu_end:.1f}) | {o.idle} |"
+                f"| {o.phases} | {o.cpu:.1f} ({o.cpu_end:.1f}) | {o.idle} "
+                f"| {o.busy:.0f} / {o.tasks_cpu:.0f} / {o.busy - o.tasks_cpu:.0f} |"
             )
 
 
@@ -600,9 +627,10 @@ def print_report(groups: list[dict[str, Any]], args: argparse.Namespace, info: d
         "| Server | Tasks | Variant | Wall (s) | vs batch | Write requests | A task | vs batch "
         "| 4xx / 5xx answers | Failed tasks | Complete at block end | On server at the end "
         "| Duplicate rows | Runs not FINISHED | Median s to run open / logged / block end "
-        "| Blocks' CPU (s) (after the calls) | Idle CPU % by quarter of the wall time |"
+        "| Blocks' CPU (s) (after the calls) | Idle CPU % by quarter of the wall time "
+        "| Machine's CPU (s): all / the tasks' to their exit / the rest |"
     )
-    print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---|" + "---:|" * 15)
     for found in groups:
         print_group(found, args)
     print("\nServer health (median ms of 5 `GET /health` / 3 probe `log_batch` of 1,000 points):")
