@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import subprocess
@@ -23,6 +24,11 @@ def metric(i: int) -> list[object]:
 
 def stored(storage: Storage, run: int) -> list[list[object]]:
     return [[kind, *body] for _, kind, body in storage.read(run, limit=10**6)]
+
+
+def page_size(path: Path) -> int:
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        return int(db.execute("PRAGMA page_size").fetchone()[0])
 
 
 def new_storage(directory: Path, run_id: str = "r1") -> tuple[Storage, int]:
@@ -148,14 +154,14 @@ def test_records_larger_than_a_page_and_a_leftover_with_4_kib_pages_are_read_who
     adopted.append(meta.key, encode_records([long_tag, metric(1)]))
     assert stored(adopted, meta.key) == [metric(0), long_param, long_tag, metric(1)]
     adopted.release(remove=False)
-    assert sqlite3.connect(path).execute("PRAGMA page_size").fetchone() == (4096,)
+    assert page_size(path) == 4096
 
     new, run = new_storage(tmp_path / "new")
     new.append(run, encode_records([long_param, metric(0), long_tag]))
     assert stored(new, run) == [long_param, metric(0), long_tag]
     new.release(remove=False)
     (path,) = leftover_paths(tmp_path / "new")
-    assert sqlite3.connect(path).execute("PRAGMA page_size").fetchone() == (1024,)
+    assert page_size(path) == 1024
 
 
 @pytest.mark.parametrize(
