@@ -253,6 +253,11 @@ class IdleSampler(threading.Thread):
                 self.samples.append((time.time(), *self._read()))
                 return
 
+    def stop(self) -> None:
+        """Take a last sample and stop."""
+        self.stopped.set()
+        self.join()
+
     def busy(self) -> float:
         """CPU seconds the machine spent working between the first and last samples."""
         (_, idle0, total0), (_, idle1, total1) = self.samples[0], self.samples[-1]
@@ -264,8 +269,6 @@ class IdleSampler(threading.Thread):
         A quarter shorter than the sampling interval is measured over the samples
         around it (the interval's idle share).
         """
-        self.stopped.set()
-        self.join()
         parts = []
         for q in range(4):
             start, end = go + (done - go) * q / 4, go + (done - go) * (q + 1) / 4
@@ -433,6 +436,7 @@ def run_variant(
         if "error" in span:
             raise RuntimeError(f"the server did not come back: {span['error']}")
     outcome = Outcome(kind, n, variant, outage is not None, wall=done - go)
+    sampler.stop()
     outcome.idle = sampler.quarters(go, done)
     outcome.busy = sampler.busy()
     if outage is None:  # the killed server is a reaped child too
@@ -602,6 +606,7 @@ def print_group(found: dict[str, Any], args: argparse.Namespace) -> None:
             continue
         base = next((o for o in rows if o.variant == "batch"), None)
         for o in rows:
+            split = "-" if outage else f"{o.tasks_cpu:.0f} / {o.busy - o.tasks_cpu:.0f}"
             name = LABELS[o.variant].format(buffering=args.async_buffering)
             name += f", outage {o.outage_span}" if outage else ""
             print(
@@ -612,7 +617,7 @@ def print_group(found: dict[str, Any], args: argparse.Namespace) -> None:
                 + (f" ({o.slow_queries} slow)" if o.slow_queries else "")
                 + f" | {o.final_complete}/{n} | {o.duplicates} | {o.not_finished} "
                 f"| {o.phases} | {o.cpu:.1f} ({o.cpu_end:.1f}) | {o.idle} "
-                f"| {o.busy:.0f} / {o.tasks_cpu:.0f} / {o.busy - o.tasks_cpu:.0f} |"
+                f"| {o.busy:.0f} / {split} |"
             )
 
 
@@ -664,7 +669,7 @@ def print_pairs(groups: list[dict[str, Any]]) -> None:
     print("| Server | Tasks | Outage | Wall-time ratios | Median | SDK failed / complete "
           "| Baseline failed / complete |")  # fmt: skip
     print("|---|---:|---|---|---:|---:|---:|")
-    keys = sorted({(g["kind"], g["tasks"]) for g in groups}, key=lambda k: (k[0], k[1]))
+    keys = sorted({(g["kind"], g["tasks"]) for g in groups})
     for kind, n in keys:
         runs = [g for g in groups if (g["kind"], g["tasks"]) == (kind, n)]
         for outage in (False, True):
