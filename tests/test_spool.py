@@ -164,6 +164,40 @@ def test_records_larger_than_a_page_and_a_leftover_with_4_kib_pages_are_read_who
     assert page_size(path) == 1024
 
 
+def test_a_short_run_is_never_checkpointed_and_a_long_ones_log_stays_bounded(
+    tmp_path: Path,
+) -> None:
+    """Each record is its own commit: a page of write-ahead log a call.
+
+    A checkpoint's cost is mostly fixed, so the checkpointer thread copies the log
+    every 1,000 pages, and a run whose records are delivered before then (its files
+    are removed) is never checkpointed. The writer's own checkpoint, from 4,000 pages
+    on, bounds the log whatever the thread does (within twice that, however busy the
+    machine: a commit checkpoints only when the thread is not checkpointing).
+    """
+    from michelangelo_mlflow._logging import storage as storage_module
+
+    storage, run = new_storage(tmp_path)
+    wal = storage.path.with_name(storage.path.name + "-wal")
+    for i in range(900):
+        storage.append(run, encode_records([metric(i)]))
+    assert storage.path.stat().st_size <= 8 * 1024  # its schema at most: nothing copied yet
+    assert wal.stat().st_size >= 900 * 1024
+
+    frame = 1024 + 24  # a page and its frame header
+    bound = 2 * storage_module._AUTOCHECKPOINT_PAGES * frame + 32
+    largest = 0
+    for i in range(900, 20_000):
+        storage.append(run, encode_records([metric(i)]))
+        if i % 200 == 0:
+            largest = max(largest, wal.stat().st_size)
+    assert largest <= bound
+    assert storage.path.stat().st_size >= 12_000 // 16 * 1024  # most records copied over
+    assert stored(storage, run) == [metric(i) for i in range(20_000)]
+    storage.release(remove=True)
+    assert not tmp_path.exists()  # the files and the emptied directory are gone
+
+
 @pytest.mark.parametrize(
     "content", [b"garbage, not a database" * 100, b"SQLite format 3\x00" + b"\x00" * 50]
 )

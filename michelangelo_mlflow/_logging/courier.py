@@ -202,8 +202,10 @@ class RunSpool:
             if known is not None and known != value:
                 _raise_changed_param(self.run_id, param.key, known, value)
             records.append(["p", param.key, value])
-        records.extend(encode_metric(metric) for metric in metrics)
-        records.extend(["t", t.key, redact_value(t.key, str(t.value), self.secrets)] for t in tags)
+        for metric in metrics:  # a loop, not a generator: log_metric's one point is the hot path
+            records.append(encode_metric(metric))
+        for t in tags:
+            records.append(["t", t.key, redact_value(t.key, str(t.value), self.secrets)])
         if records:
             self.append(records)
 
