@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import mlflow
 import pytest
 from hypothesis import given, settings
@@ -67,6 +69,18 @@ def test_pin_matches_the_servers_minor(server: str | None, pin: str | None) -> N
 
 def test_client_version_is_the_installed_mlflow() -> None:
     assert client_version() == mlflow.__version__
+
+
+def test_client_version_is_the_running_mlflows_once_imported(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The imported module's version, read each time; before the import, the distribution's."""
+    from importlib.metadata import version
+
+    monkeypatch.setattr(mlflow, "__version__", "2.99.0")
+    assert client_version() == "2.99.0"
+    monkeypatch.delitem(sys.modules, "mlflow")
+    assert client_version() == version("mlflow") == mlflow.version.VERSION
 
 
 def test_skew_error_names_both_versions_and_the_pin() -> None:
