@@ -18,6 +18,7 @@ import requests
 import responses
 from responses.registries import OrderedRegistry
 
+import michelangelo_mlflow
 from michelangelo_mlflow import _preflight
 from michelangelo_mlflow._preflight import PreflightReport, ensure_preflight, preflight
 from michelangelo_mlflow._retry import Budget, retry_call
@@ -227,6 +228,8 @@ def test_a_passing_report_is_cached_and_force_reruns(rsps: responses.RequestsMoc
     first = preflight(settings)
     assert preflight(settings) is first
     assert len(rsps.calls) == 3
+    agents = {c.request.headers["User-Agent"] for c in rsps.calls}
+    assert agents == {f"michelangelo-mlflow-preflight/{michelangelo_mlflow.__version__}"}
     again = preflight(settings, force=True)
     assert again is not first
     assert len(rsps.calls) == 6
