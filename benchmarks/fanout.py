@@ -159,11 +159,15 @@ def run_block(variant: str, url: str, experiment: str, points: int, state: dict[
         state["logged"], state["cpu_logged"] = time.time(), cpu()
 
 
-def cpu() -> float:
-    """User and system CPU seconds of this process so far, all its threads."""
+def cpu(children: bool = False) -> float:
+    """User and system CPU seconds of this process so far, all its threads.
+
+    Args:
+        children: Those of this process's children that ended and were reaped instead.
+    """
     import resource
 
-    usage = resource.getrusage(resource.RUSAGE_SELF)
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN if children else resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
 
 
@@ -278,14 +282,6 @@ class IdleSampler(threading.Thread):
             total = last[2] - first[2]
             parts.append(f"{100 * (last[1] - first[1]) / total:.0f}" if total else "-")
         return " / ".join(parts)
-
-
-def cpu_of_children() -> float:
-    """User and system CPU seconds of this process's children that ended and were reaped."""
-    import resource
-
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
 
 
 def count_requests(log: Path, start: int) -> tuple[int, int, int]:
@@ -415,7 +411,7 @@ def run_variant(
     log_start = server.log_path.stat().st_size
     sampler = IdleSampler()
     sampler.start()
-    reaped = cpu_of_children()
+    reaped = cpu(children=True)
     go = time.time()
     for child in children:
         child.stdin.write("go\n")
@@ -441,7 +437,7 @@ def run_variant(
     outcome.busy = sampler.busy()
     if outage is None:  # the killed server is a reaped child too
         since_go = sum(r.get("cpu_go", 0.0) for _, r in ended if r)
-        outcome.tasks_cpu = cpu_of_children() - reaped - since_go
+        outcome.tasks_cpu = cpu(children=True) - reaped - since_go
     outcome.writes, outcome.errors_4xx, outcome.errors_5xx = count_requests(
         server.log_path, log_start
     )

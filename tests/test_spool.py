@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from michelangelo_mlflow._logging import storage as storage_module
 from michelangelo_mlflow._logging.courier import hold_for_full_batch
 from michelangelo_mlflow._logging.delivery import MAX_BATCH_BYTES, units
 from michelangelo_mlflow._logging.records import encode_metric, encode_records
@@ -139,8 +140,6 @@ def test_a_killed_writer_leaves_every_returned_record(tmp_path: Path) -> None:
 def test_records_larger_than_a_page_and_a_leftover_with_4_kib_pages_are_read_whole(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from michelangelo_mlflow._logging import storage as storage_module
-
     long_param, long_tag = ["p", "config", "x" * 6000], ["t", "notes", "é" * 8000]  # MLflow's caps
     monkeypatch.setattr(storage_module, "_PAGE_SIZE", 4096)  # as releases before 1 KiB pages
     old, run = new_storage(tmp_path / "old")
@@ -175,8 +174,6 @@ def test_a_short_run_is_never_checkpointed_and_a_long_ones_log_stays_bounded(
     on, bounds the log whatever the thread does (within twice that, however busy the
     machine: a commit checkpoints only when the thread is not checkpointing).
     """
-    from michelangelo_mlflow._logging import storage as storage_module
-
     storage, run = new_storage(tmp_path)
     wal = storage.path.with_name(storage.path.name + "-wal")
     for i in range(900):
