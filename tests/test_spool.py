@@ -16,7 +16,7 @@ from michelangelo_mlflow._logging import storage as storage_module
 from michelangelo_mlflow._logging.courier import hold_for_full_batch
 from michelangelo_mlflow._logging.delivery import MAX_BATCH_BYTES, units
 from michelangelo_mlflow._logging.records import encode_metric, encode_records
-from michelangelo_mlflow._logging.storage import Damaged, Storage, leftover_paths
+from michelangelo_mlflow._logging.storage import Damaged, Storage, leftover_paths, runs_in
 
 
 def metric(i: int) -> list[object]:
@@ -339,3 +339,52 @@ def test_reading_a_writer_that_removes_its_files_leaves_none_of_them(tmp_path: P
     left = [p.name for p in directory.iterdir() if p.name != "README"]
     orphans = [name for name in left if name.split(".db")[0] not in writers]
     assert orphans == []
+
+
+def test_a_live_writers_runs_are_read_from_its_lock_file_not_its_database(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A closing run looks for its records in other processes' storages: 64 tasks in one
+    spool directory must not open each other's databases to do it.
+
+    Each writer lists its runs in its lock file before storing them; an empty list (a
+    writer of an earlier release, or a list that could not be written) is read from
+    the database instead.
+    """
+    directory = tmp_path / "spool"
+    worker = Storage.create(directory)
+    meta = worker.add_run("a" * 32, "http://127.0.0.1:1", "1", "worker")
+    worker.persist_run(meta)
+    worker.append(meta.key, [("m", '["loss", 0.5, 1, 0]')])
+    worker.persist_run(worker.add_run("b" * 32, "http://127.0.0.1:1", "1", "owner"))
+    lock = worker.path.with_suffix(".lock")
+    assert Storage.adopt(worker.path) is None  # live: its lock is held
+    with open(lock, "ab") as file:
+        file.write(b"owner cccc")  # a line being written: not read until its newline is
+
+    with monkeypatch.context() as patched:
+        patched.setattr(storage_module, "_read_only", _must_not_open)
+        assert runs_in(worker.path) == [("a" * 32, "worker"), ("b" * 32, "owner")]
+
+    lock.write_bytes(b"")  # as an earlier release's writer leaves it
+    assert sorted(runs_in(worker.path)) == [("a" * 32, "worker"), ("b" * 32, "owner")]
+
+    # A list the disk could not take is emptied and stays empty, never missing a run.
+    writer = Storage.create(directory)
+    with monkeypatch.context() as patched:
+        patched.setattr(storage_module.os, "write", _disk_full)
+        writer.persist_run(writer.add_run("d" * 32, "http://127.0.0.1:1", "1", "owner"))
+    writer.persist_run(writer.add_run("e" * 32, "http://127.0.0.1:1", "1", "child"))
+    assert writer.path.with_suffix(".lock").read_bytes() == b""
+    assert sorted(runs_in(writer.path)) == [("d" * 32, "owner"), ("e" * 32, "child")]
+    worker.release(remove=True)
+    writer.release(remove=True)
+    assert not directory.exists()  # nothing of either is left
+
+
+def _must_not_open(path: Path, query: str, args: tuple[str, ...]) -> list[tuple[object, ...]]:
+    raise AssertionError(f"opened {path} for {query}")
+
+
+def _disk_full(fd: int, data: bytes) -> int:
+    raise OSError(28, "No space left on device")

@@ -12,7 +12,11 @@ Files, per writing process (``writer = <host>-<pid>-<random>``)::
 
     <spool>/<writer>.db      runs (where their records go; never a credential),
                              records (run, seq, kind, body), rejected (refused rows)
-    <spool>/<writer>.lock    flock()ed while the writer lives: a free lock marks a leftover
+    <spool>/<writer>.lock    flock()ed while the writer lives: a free lock marks a leftover.
+                             It lists the writer's runs, a ``<role> <run id>`` line each,
+                             written before the run's row: a closing run finds other
+                             processes' records of it by reading these small files
+                             instead of opening every live writer's database
     <spool>/<writer>.files/  copies of artifacts logged while the server was down
 
 Nothing is created before a run opens (an owner's entry is stored then, so that
@@ -168,6 +172,7 @@ class Storage:
         self._runs: dict[int, RunMeta] = {}
         self._checkpointer = _Checkpointer(self.path)
         self._unchecked_pages = 0
+        self._unlisted = False
         self.closed = False
 
     # --- life -------------------------------------------------------------------------
@@ -316,10 +321,25 @@ class Storage:
             return list(self._runs.values())
 
     def _insert_run(self, db: sqlite3.Connection, meta: RunMeta) -> None:
+        self._list_run(meta)
         db.execute(
             "INSERT OR IGNORE INTO runs VALUES (?, ?, ?, ?, ?, ?)",
             (meta.key, meta.run_id, meta.tracking_uri, meta.experiment_id, meta.role, time.time()),
         )
+
+    def _list_run(self, meta: RunMeta) -> None:
+        """Add the run to the lock file's list, before its row (see :func:`runs_in`)."""
+        if self._lock_fd is None or self._unlisted:
+            return
+        try:
+            os.lseek(self._lock_fd, 0, os.SEEK_END)
+            os.write(self._lock_fd, f"{meta.role} {meta.run_id}\n".encode())
+        except OSError:
+            # A list missing a run must not be taken for complete: an empty one is
+            # not (readers then read the database), so it stays empty from now on.
+            self._unlisted = True
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._lock_fd, 0)
 
     # --- writing ----------------------------------------------------------------------
     def append(self, run: int, records: list[tuple[str, str]]) -> int:
@@ -575,10 +595,33 @@ def count_for(path: Path, run_ids: Collection[str]) -> int:
 
 
 def runs_in(path: Path) -> list[tuple[str, str]]:
-    """``(run id, role)`` of each run in a database another process may be writing."""
+    """``(run id, role)`` of each run in a database another process may be writing.
+
+    Read from its writer's lock file, which lists each run before the database holds
+    it; from the database itself when the list is empty (a writer of an earlier
+    release, or one whose list could not be written). 64 processes sharing a spool
+    directory close their runs without opening each other's databases.
+    """
+    listed = _listed_runs(path.with_suffix(".lock"))
+    if listed:
+        return listed
     return [(str(run_id), str(role)) for run_id, role in _read_only(
         path, "SELECT run_id, role FROM runs", ()
     )]  # fmt: skip
+
+
+def _listed_runs(lock: Path) -> list[tuple[str, str]]:
+    try:
+        with open(lock, "rb") as file:
+            text = file.read().decode(errors="replace")
+    except OSError:
+        return []
+    runs = []
+    for line in text.split("\n")[:-1]:  # a last line without its newline is being written
+        role, _, run_id = line.partition(" ")
+        if run_id:
+            runs.append((run_id, role))
+    return runs
 
 
 def _read_only(path: Path, query: str, args: tuple[str, ...]) -> list[tuple[Any, ...]]:
