@@ -44,7 +44,7 @@ from michelangelo_mlflow._logging.delivery import (
     Unit,
 )
 from michelangelo_mlflow._logging.pacing import Pacer
-from michelangelo_mlflow._logging.records import encode_metric, encode_records
+from michelangelo_mlflow._logging.records import encode_body, encode_metric, encode_records
 from michelangelo_mlflow._logging.storage import Role, RunMeta, Storage, abandon_after_fork
 from michelangelo_mlflow._params import redact_value
 from michelangelo_mlflow._state import STATE
@@ -209,6 +209,23 @@ class RunSpool:
         if records:
             self.append(records)
 
+    def log_metric(self, metric: Any) -> None:
+        """Spool one MLflow ``Metric``; returns once stored (:meth:`log`'s path for one point).
+
+        ``mlflow.log_metric`` in a training loop makes this the call made most often, so
+        it takes the fewest steps: one record, encoded once, stored and remembered.
+        """
+        record = encode_metric(metric)
+        body = encode_body(record)
+        with _signals.critical():
+            storage, meta = self._storage()
+            pending = storage.append_one(meta.key, "m", body)
+            self._remember_metric(record)
+        if pending > self.max_bytes:
+            self._over_cap()
+        elif pending >= WAKE_BYTES and not self._woken(pending):
+            self.courier.wake()
+
     def delete_tag(self, key: str) -> None:
         """Spool the deletion of a tag."""
         self.append([["d", key]])
@@ -299,14 +316,17 @@ class RunSpool:
             elif kind == "t":
                 self.tags[record[1]] = record[2]
             elif kind == "m":
-                key, value, timestamp, step = record[1], record[2], record[3], record[4]
-                known = self.metrics.get(key)
-                if known is None or (step, timestamp) >= (known[2], known[1]):
-                    self.metrics[key] = (value, timestamp, step)
+                self._remember_metric(record)
             elif kind == "d":
                 self.tags.pop(record[1], None)
             elif kind == "u" and record[1] is not None:
                 self.status = record[1]
+
+    def _remember_metric(self, record: Record) -> None:
+        key, value, timestamp, step = record[1], record[2], record[3], record[4]
+        known = self.metrics.get(key)
+        if known is None or (step, timestamp) >= (known[2], known[1]):
+            self.metrics[key] = (value, timestamp, step)
 
     def _over_cap(self) -> None:
         self._needs_compaction = True

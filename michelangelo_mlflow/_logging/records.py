@@ -20,12 +20,16 @@ import numbers
 import operator
 from typing import Any
 
-__all__ = ["encode_metric", "encode_records"]
+__all__ = ["encode_body", "encode_metric", "encode_records"]
 
 _EXTRA = ("model_id", "dataset_name", "dataset_digest")
 
 _ENCODE = json.JSONEncoder(separators=(",", ":")).encode
 """``json.dumps(value, separators=(",", ":"))`` without building an encoder each call."""
+
+_encode_str = json.encoder.encode_basestring_ascii  # how _ENCODE writes a str
+_float_repr = float.__repr__  # and a finite float (a subclass's too)
+_isfinite = math.isfinite
 
 
 def encode_metric(metric: Any) -> list[Any]:
@@ -52,7 +56,31 @@ def encode_metric(metric: Any) -> list[Any]:
 
 def encode_records(records: list[list[Any]]) -> list[tuple[str, str]]:
     """``(kind, body)`` pairs to store: the body is the JSON of the record's values."""
-    return [(record[0], _ENCODE(record[1:])) for record in records]
+    return [(record[0], encode_body(record)) for record in records]
+
+
+def encode_body(record: list[Any]) -> str:
+    """The body :func:`encode_records` stores for one record, byte for byte.
+
+    A plain metric point (a ``str`` key, a finite value, ``int`` timestamp and step, no
+    model or dataset) is formatted directly, as the JSON encoder would: a third of its
+    cost, on the path of every ``log_metric``.
+
+    Example:
+        >>> encode_body(["m", "loss", 0.25, 7, 3])
+        '["loss",0.25,7,3]'
+    """
+    if len(record) == 5 and record[0] == "m":
+        _, key, value, timestamp, step = record
+        if (
+            type(key) is str
+            and type(timestamp) is int
+            and type(step) is int
+            and isinstance(value, float)
+            and _isfinite(value)
+        ):
+            return f"[{_encode_str(key)},{_float_repr(value)},{timestamp},{step}]"
+    return _ENCODE(record[1:])
 
 
 def _real(value: Any) -> float:

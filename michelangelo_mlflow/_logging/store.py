@@ -205,7 +205,7 @@ class SpoolingStoreMixin:
         spool = _writing(run_id)
         if spool is None:
             return super().log_metric(run_id, metric)  # type: ignore[misc, no-any-return]
-        spool.log(metrics=(metric,))
+        spool.log_metric(metric)
         return None
 
     def log_param(self, run_id: str, param: Any) -> None:
