@@ -22,7 +22,7 @@ from mlflow.tracking import MlflowClient
 
 import michelangelo_mlflow as mm
 from michelangelo_mlflow._cli import main
-from michelangelo_mlflow._logging.replay import pending_bytes
+from michelangelo_mlflow._state import STATE
 from michelangelo_mlflow.exceptions import (
     ConfigurationError,
     MichelangeloMlflowWarning,
@@ -38,10 +38,6 @@ LOG_BATCH = "/api/2.0/mlflow/runs/log-batch"
 
 def history(client: MlflowClient, run_id: str, key: str = "loss") -> list[tuple[int, float]]:
     return sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
-
-
-def pending_in_spool(directory: Path = Path(SPOOL)) -> int:
-    return pending_bytes(directory)
 
 
 def left_behind(directory: Path = Path(SPOOL)) -> list[Path]:
@@ -68,7 +64,7 @@ def test_server_killed_mid_run_and_restarted_loses_nothing(own_server: TrackingS
             tags=[RunTag("phase", "outage")],
         )
         assert mlflow.get_run(run_id).data.params["lr"] == "0.1"  # answered from the spool
-        assert pending_in_spool() > 0
+        assert STATE.spools[run_id].pending_bytes() > 0  # held in the spool
         own_server.restart()
     client = MlflowClient(own_server.url)
     stored = client.get_run(run_id)

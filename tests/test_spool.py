@@ -212,12 +212,12 @@ def test_a_damaged_file_is_reported_not_read(tmp_path: Path, content: bytes) -> 
 def test_the_database_holds_no_credentials(tmp_path: Path) -> None:
     storage, run = new_storage(tmp_path)
     storage.append(run, encode_records([metric(0)]))
+    storage.release(remove=False)  # a leftover: what anyone finds on disk
     db = sqlite3.connect(storage.path)
     assert db.execute("SELECT run_id, tracking_uri, experiment_id, role FROM runs").fetchall() == [
         ("r1", "http://127.0.0.1:5000", "7", "owner")
     ]
     db.close()
-    storage.release(remove=False)
 
 
 def test_numpy_values_are_encoded_as_mlflows_entities_take_them() -> None:
@@ -422,3 +422,44 @@ def _must_not_open(path: Path, query: str, args: tuple[str, ...]) -> list[tuple[
 
 def _disk_full(fd: int, data: bytes) -> int:
     raise OSError(28, "No space left on device")
+
+
+COUNT = """
+import sys
+from pathlib import Path
+from michelangelo_mlflow._logging.storage import count_for
+print(count_for(Path(sys.argv[1]), [sys.argv[2]]))
+"""
+
+
+def test_only_a_workers_records_are_read_by_other_processes_while_it_lives(
+    tmp_path: Path,
+) -> None:
+    """An owner's database is locked to other processes while it lives (its commits then
+    skip SQLite's six lock calls); a worker's stays readable, for the run's end in the
+    owner's process; ``sync``'s count takes leftovers only."""
+    from michelangelo_mlflow._logging.replay import pending_bytes
+
+    def count(storage: Storage, run_id: str) -> int:
+        command = [sys.executable, "-c", COUNT, str(storage.path), run_id]
+        return int(subprocess.run(command, capture_output=True, check=True, text=True).stdout)
+
+    owner = Storage.create(tmp_path)
+    run = owner.add_run("o" * 32, "http://127.0.0.1:1", "1", "owner")
+    owner.persist_run(run)
+    owner.append(run.key, encode_records([metric(0), metric(1)]))
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        sqlite3.connect(f"file:{owner.path}?mode=ro", uri=True, timeout=0).execute(
+            "SELECT COUNT(*) FROM records"
+        ).fetchall()
+    assert count(owner, "o" * 32) == 0  # not waited for: it sends its records itself
+    assert pending_bytes(tmp_path) == 0  # live: not sync's to send
+
+    worker = owner.add_run("w" * 32, "http://127.0.0.1:1", "1", "worker")  # e.g. worker_run()
+    owner.persist_run(worker)
+    owner.append(worker.key, encode_records([metric(2)]))
+    assert count(owner, "w" * 32) == 1
+    assert count(owner, "o" * 32) == 2
+
+    owner.release(remove=False)
+    assert pending_bytes(tmp_path) > 0  # a leftover now

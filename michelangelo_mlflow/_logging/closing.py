@@ -132,11 +132,11 @@ def _foreign(spool: RunSpool, run_ids: set[str]) -> _Foreign:
         except Damaged:
             continue  # reported by sync; never blocks a run's end
         if storage is None:
-            wanted = _wanted(runs_in(path), run_ids)
+            wanted = _wanted(runs_in(path), run_ids, live=True)
             if count_for(path, wanted):
                 found.live[path] = wanted
             continue
-        wanted = _wanted([(meta.run_id, meta.role) for meta in storage.runs()], run_ids)
+        wanted = _wanted([(meta.run_id, meta.role) for meta in storage.runs()], run_ids, live=False)
         metas = [
             meta
             for meta in storage.runs()
@@ -162,15 +162,20 @@ def _foreign(spool: RunSpool, run_ids: set[str]) -> _Foreign:
     return found
 
 
-def _wanted(runs: list[tuple[str, str]], run_ids: set[str]) -> set[str]:
+def _wanted(runs: list[tuple[str, str]], run_ids: set[str], *, live: bool) -> set[str]:
     """The runs of another writer's storage that a closing run waits for.
 
     A worker of one of the closing runs (a Ray worker, a forked child) logs for that
     run's family: the runs it created under it (Ray's ``setup_mlflow``) are waited for
-    too, though the closing process never knew them.
+    too, though the closing process never knew them. A leftover's records of the
+    closing runs (an earlier attempt's) are delivered too. Another live process that
+    owns one of them (the parent, seen from a forked child that ends first) sends its
+    records itself, as plain MLflow's processes each do: nobody waits for them.
     """
     if any(run_id in run_ids and role == "worker" for run_id, role in runs):
         return {run_id for run_id, _ in runs}
+    if live:
+        return set()
     return {run_id for run_id, _ in runs if run_id in run_ids}
 
 

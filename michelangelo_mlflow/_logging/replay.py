@@ -29,7 +29,13 @@ from michelangelo_mlflow._logging import delivery as _delivery
 from michelangelo_mlflow._logging.courier import TERMINAL, RunSpool
 from michelangelo_mlflow._logging.delivery import Busy, Outage, Refused, Route
 from michelangelo_mlflow._logging.pacing import Pacer
-from michelangelo_mlflow._logging.storage import Damaged, RunMeta, Storage, leftover_paths
+from michelangelo_mlflow._logging.storage import (
+    Damaged,
+    RunMeta,
+    Storage,
+    leftover_paths,
+    writer_lives,
+)
 from michelangelo_mlflow._settings import Settings
 from michelangelo_mlflow._state import STATE
 
@@ -334,9 +340,15 @@ def _needs_final_status(spool: RunSpool) -> bool:
 
 
 def pending_bytes(directory: Path) -> int:
-    """Bytes the spool databases under ``directory`` hold unsent (read-only; for display)."""
+    """Bytes the leftovers under ``directory`` hold unsent (read-only; for display).
+
+    What ``sync`` sends: a live writer's database, which may be locked to other
+    processes while its runs are open, is its own process's to send.
+    """
     total = 0
     for path in leftover_paths(directory):
+        if writer_lives(path):
+            continue
         try:
             db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1.0)
         except sqlite3.Error:

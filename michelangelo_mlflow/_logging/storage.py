@@ -61,6 +61,7 @@ __all__ = [
     "Storage",
     "abandon_after_fork",
     "leftover_paths",
+    "writer_lives",
 ]
 
 log = logging.getLogger("michelangelo_mlflow.spool")
@@ -173,6 +174,7 @@ class Storage:
         self._checkpointer = _Checkpointer(self.path)
         self._unchecked_pages = 0
         self._unlisted = False
+        self._exclusive = False
         self.closed = False
 
     # --- life -------------------------------------------------------------------------
@@ -245,6 +247,14 @@ class Storage:
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             if not create:
                 self._load(db)
+            elif not self._read_by_others():
+                # Nobody else reads this database while this process lives (see
+                # _read_by_others): its connection keeps SQLite's locks instead of
+                # taking and dropping them in every commit (six fcntl calls), which
+                # makes a commit about 45% cheaper. The write-ahead log's index was
+                # made in shared memory above, so that the locks can be let go again.
+                db.execute("PRAGMA locking_mode=EXCLUSIVE")
+                self._exclusive = True
         except BaseException:
             db.close()
             raise
@@ -320,8 +330,22 @@ class Storage:
         with self._mutex:
             return list(self._runs.values())
 
+    def _read_by_others(self) -> bool:
+        """Whether another process may read this database while this one lives.
+
+        A run's end in another process reads the records a *worker* holds of its runs
+        (a forked child's, a Ray worker's: see ``closing.py``); an owner's or a
+        child run's records are nobody else's business until this process is gone
+        (``sync`` and the next run read leftovers, once the writer's lock is free).
+        A run list that could not be written leaves readers only the database.
+        """
+        return self._unlisted or any(meta.role == "worker" for meta in self._runs.values())
+
     def _insert_run(self, db: sqlite3.Connection, meta: RunMeta) -> None:
         self._list_run(meta)
+        if self._exclusive and self._read_by_others():
+            db.execute("PRAGMA locking_mode=NORMAL")  # the locks go with the next access
+            self._exclusive = False
         db.execute(
             "INSERT OR IGNORE INTO runs VALUES (?, ?, ?, ?, ?, ?)",
             (meta.key, meta.run_id, meta.tracking_uri, meta.experiment_id, meta.role, time.time()),
@@ -385,8 +409,7 @@ class Storage:
                 else:
                     self._unchecked_pages += 1
                     if self._unchecked_pages >= _CHECKPOINT_PAGES:
-                        self._unchecked_pages = 0
-                        self._checkpointer.request()
+                        self._checkpoint_soon()
             elif not self._write([row]):
                 self._memory.append(row)
             pending = self._pending[run] = self._pending.get(run, 0) + len(body)
@@ -411,9 +434,13 @@ class Storage:
             return False
         self._unchecked_pages += 1 + len(rows) // _ROWS_A_PAGE
         if self._unchecked_pages >= _CHECKPOINT_PAGES:
-            self._unchecked_pages = 0
-            self._checkpointer.request()
+            self._checkpoint_soon()
         return True
+
+    def _checkpoint_soon(self) -> None:
+        self._unchecked_pages = 0
+        if not self._exclusive:  # the thread's connection cannot use a locked database:
+            self._checkpointer.request()  # the writer's own checkpoint bounds the log
 
     def _to_memory(self, exc: BaseException) -> None:
         self._memory_since = time.monotonic()
@@ -650,6 +677,25 @@ def _listed_runs(lock: Path) -> list[tuple[str, str]]:
         if run_id:
             runs.append((run_id, role))
     return runs
+
+
+def writer_lives(path: Path) -> bool:
+    """Whether the process that writes the database ``path`` still holds its lock.
+
+    Probed with a shared lock, let go at once: an adopter's exclusive one, taken
+    meanwhile, would fail and try again later, as it does for a live writer.
+    """
+    try:
+        fd = os.open(path.with_suffix(".lock"), os.O_RDONLY)
+    except OSError:
+        return False  # no lock file: nobody can hold it
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
 
 
 def _read_only(path: Path, query: str, args: tuple[str, ...]) -> list[tuple[Any, ...]]:
