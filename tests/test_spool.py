@@ -416,7 +416,9 @@ def test_a_live_writers_runs_are_read_from_its_lock_file_not_its_database(
     assert not directory.exists()  # nothing of either is left
 
 
-def _must_not_open(path: Path, query: str, args: tuple[str, ...]) -> list[tuple[object, ...]]:
+def _must_not_open(
+    path: Path, query: str, args: tuple[str, ...], *, timeout: float = 1.0
+) -> list[tuple[object, ...]]:
     raise AssertionError(f"opened {path} for {query}")
 
 
