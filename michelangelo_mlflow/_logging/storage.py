@@ -396,20 +396,7 @@ class Storage:
             seq = self._seq = self._seq + 1
             row = (seq, run, kind, body)
             if self._memory or time.monotonic() - self._memory_since <= _DISK_RETRY:
-                self._memory.append(row)
-            elif run in self._stored_runs and self._db is not None:
-                try:
-                    # One statement outside BEGIN is its own transaction (autocommit): as
-                    # atomic and durable as BEGIN ... COMMIT, with one call into SQLite
-                    # (one release of the GIL, one chance to lose it to the courier).
-                    self._db.execute("INSERT INTO records VALUES (?, ?, ?, ?)", row)
-                except (sqlite3.Error, OSError) as exc:
-                    self._to_memory(exc)
-                    self._memory.append(row)
-                else:
-                    self._unchecked_pages += 1
-                    if self._unchecked_pages >= _CHECKPOINT_PAGES:
-                        self._checkpoint_soon()
+                self._memory.append(row)  # once in memory, stay there until it drains
             elif not self._write([row]):
                 self._memory.append(row)
             pending = self._pending[run] = self._pending.get(run, 0) + len(body)
