@@ -17,7 +17,6 @@ and never stops the others.
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from michelangelo_mlflow._logging.storage import (
     Damaged,
     RunMeta,
     Storage,
+    bytes_in,
     leftover_paths,
     writer_lives,
 )
@@ -345,23 +345,7 @@ def pending_bytes(directory: Path) -> int:
     What ``sync`` sends: a live writer's database, which may be locked to other
     processes while its runs are open, is its own process's to send.
     """
-    total = 0
-    for path in leftover_paths(directory):
-        if writer_lives(path):
-            continue
-        try:
-            db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1.0)
-        except sqlite3.Error:
-            continue
-        try:
-            total += int(
-                db.execute("SELECT COALESCE(SUM(LENGTH(body)), 0) FROM records").fetchone()[0]
-            )
-        except sqlite3.Error:
-            continue
-        finally:
-            db.close()
-    return total
+    return sum(bytes_in(path) for path in leftover_paths(directory) if not writer_lives(path))
 
 
 def route_for_leftover(tracking_uri: str, settings: Settings) -> Route:

@@ -60,6 +60,7 @@ __all__ = [
     "RunMeta",
     "Storage",
     "abandon_after_fork",
+    "bytes_in",
     "leftover_paths",
     "writer_lives",
 ]
@@ -633,6 +634,12 @@ def count_for(path: Path, run_ids: Collection[str]) -> int:
         f"WHERE runs.run_id IN ({marks})",
         tuple(run_ids),
     )
+    return int(found[0][0]) if found else 0
+
+
+def bytes_in(path: Path) -> int:
+    """Bytes of records not yet delivered in a database another process may have written."""
+    found = _read_only(path, "SELECT COALESCE(SUM(LENGTH(body)), 0) FROM records", ())
     return int(found[0][0]) if found else 0
 
 
