@@ -24,21 +24,20 @@ milliseconds took a tenth of a 2-core node from the tracking server beside them)
 
 Waiting for a slot is bounded by the request's own timeout, after which the request
 goes anyway: a server that hangs ties slots up until the holders' timeouts, and the
-waiters then find out for themselves. A directory that cannot be written means no
-gate (each process sends as if alone), never an error.
+waiters then find out for themselves. A directory that cannot be written or trusted
+(``_host.py``) means no gate (each process sends as if alone), never an error.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
-import os
 import random
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+
+from michelangelo_mlflow._host import host_directory, try_lock, unlock
 
 __all__ = ["DEFAULT_SENDERS", "SendGate"]
 
@@ -63,9 +62,11 @@ class SendGate:
     def __init__(self, server: str, senders: int = DEFAULT_SENDERS) -> None:
         self.senders = senders
         name = hashlib.sha256(server.encode()).hexdigest()[:16]
-        directory = _directory()
-        self._paths = [directory / f"{name}-{i}.lock" for i in range(senders)]
-        self._rooms = [directory / f"{name}-room-{i + 1}.lock" for i in range(senders)]
+        self._paths: list[Path] = []  # no directory to share: no gate
+        self._rooms: list[Path] = []
+        if (directory := host_directory()) is not None:
+            self._paths = [directory / f"{name}-{i}.lock" for i in range(senders)]
+            self._rooms = [directory / f"{name}-room-{i + 1}.lock" for i in range(senders)]
 
     @contextlib.contextmanager
     def slot(self, wait: float, limit: int | None = None) -> Iterator[bool]:
@@ -80,12 +81,12 @@ class SendGate:
             Whether a slot is held.
         """
         share = self.senders if limit is None else max(1, min(self.senders, limit))
-        fd = self._acquire(share, time.monotonic() + wait)
+        fd = self._acquire(share, time.monotonic() + wait) if self._paths else None
         try:
             yield fd is not None
         finally:
             if fd is not None:
-                _unlock(fd)
+                unlock(fd)
 
     def _acquire(self, share: int, deadline: float) -> int | None:
         room: int | None = None
@@ -96,7 +97,7 @@ class SendGate:
                 if left <= 0:
                     return None
                 if room is None:
-                    room = _try_lock(self._rooms[share - 1])  # -1: no room to be had: poll
+                    room = try_lock(self._rooms[share - 1])  # -1: no room to be had: poll
                     if room is None:  # another waiter looks for slots: wait for its room
                         time.sleep(min(left, random.uniform(*_QUEUE)))
                         continue
@@ -106,41 +107,13 @@ class SendGate:
             return fd if fd >= 0 else None  # -1: nowhere to keep the slots: no gate
         finally:
             if room is not None and room >= 0:
-                _unlock(room)
+                unlock(room)
 
 
 def _first_free(paths: list[Path]) -> int | None:
     """A held slot among ``paths`` (tried in random order), ``None``, or -1 for no gate."""
     for path in random.sample(paths, len(paths)):
-        fd = _try_lock(path)
+        fd = try_lock(path)
         if fd is not None:
             return fd
     return None
-
-
-def _try_lock(path: Path) -> int | None:
-    """The descriptor of ``path`` locked, ``None`` when taken, -1 when it cannot be opened."""
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    except OSError:
-        return -1
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        os.close(fd)
-        return None
-    return fd
-
-
-def _unlock(fd: int) -> None:
-    """Let go explicitly: a forked child's inherited copy then holds nothing."""
-    with contextlib.suppress(OSError):
-        fcntl.flock(fd, fcntl.LOCK_UN)
-    os.close(fd)
-
-
-def _directory() -> Path:
-    path = Path(tempfile.gettempdir()) / f"michelangelo-mlflow-{os.getuid()}"
-    with contextlib.suppress(OSError):
-        path.mkdir(mode=0o700, exist_ok=True)
-    return path
