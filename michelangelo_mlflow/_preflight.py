@@ -22,12 +22,16 @@ version, so the verdict is ``not-applicable``.
 
 :func:`ensure_preflight`, called by ``tracking_run`` before each run, caches a passing
 report per process, tracking URI and credentials, raises the typed error of the first
-failed check, and applies ``MICHELANGELO_MLFLOW_VERSION_POLICY``.
+failed check, and applies ``MICHELANGELO_MLFLOW_VERSION_POLICY``. A passing report is
+also shared with the user's other processes on the host for
+``MICHELANGELO_MLFLOW_PREFLIGHT_HOST_TTL`` seconds, and processes that start at once
+wait for one check (``_preflight_host.py``).
 """
 
 from __future__ import annotations
 
 import configparser
+import dataclasses
 import hashlib
 import hmac
 import logging
@@ -49,6 +53,7 @@ from michelangelo_mlflow._errors import (
     FIX_UNREACHABLE,
     first_line,
 )
+from michelangelo_mlflow._preflight_host import check_once
 from michelangelo_mlflow._retry import Budget, retry_call
 from michelangelo_mlflow._settings import Settings
 from michelangelo_mlflow._state import STATE
@@ -661,7 +666,9 @@ def preflight(settings: Settings | None = None, *, force: bool = False) -> Prefl
 
     The checks run in order and stop at the first failure; the whole preflight is
     bounded by ``settings.preflight_deadline`` seconds. A passing report is cached per
-    process, tracking URI and credentials; a failing one is not, so the next call
+    process, tracking URI and credentials, and shared with this user's other
+    processes on the host for ``settings.preflight_host_ttl`` seconds (one check
+    in progress on the host is waited for); a failing one is not, so the next call
     checks again. Calls that arrive while a check of the same server runs wait for it
     and share its report, passing or failing (eight threads against a down server
     take one deadline, not eight). Failures are reported, not raised: call
@@ -704,13 +711,93 @@ def preflight(settings: Settings | None = None, *, force: bool = False) -> Prefl
                 cached: PreflightReport | None = STATE.preflight_reports.get(key)
             if cached is not None:
                 return cached
-        report = _run_checks(settings)
+        report = _run_checks(settings) if force else _checked_once_on_host(settings)
         logger.debug("preflight of %s: %r", report.tracking_uri, report)
         flight.report, flight.finished = report, time.monotonic()
         if report.reachable is not False and report.authenticated is not False:
             with STATE.lock:
                 STATE.preflight_reports[key] = report
     return report
+
+
+_SHAREABLE = frozenset({"passed", "warning", "skipped"})
+"""The statuses of a shared report's checks."""
+
+
+def _checked_once_on_host(settings: Settings) -> PreflightReport:
+    """The checks, or a passing verdict this user's other processes on the host shared."""
+    if not settings.is_remote:
+        return _run_checks(settings)
+    key = (
+        settings.effective_tracking_uri,
+        settings.credential_method,
+        *settings.secret_values(),
+        str(settings.databricks_host),
+        str(settings.server_cert_path),
+        str(settings.insecure_tls),
+        client_version(),
+        _our_version(),
+    )
+    with STATE.lock:
+        not_before = STATE.forgotten_at
+    return check_once(
+        key,
+        lambda: _run_checks(settings),
+        passed=lambda report: report.to_dict() if report.ok else None,
+        restore=lambda shared: _restored(shared, settings),
+        ttl=settings.preflight_host_ttl,
+        wait=settings.preflight_deadline,
+        not_before=not_before,
+    )
+
+
+def _restored(shared: Mapping[str, Any], settings: Settings) -> PreflightReport | None:
+    """A shared passing report, with this process's own reachability check.
+
+    The credentials and the version are taken from the report; ``GET /health`` is asked
+    again (the cheapest of the three requests), so a server that went down since fails
+    this process's preflight in seconds, as without sharing.
+
+    Returns:
+        The report, ``None`` when ``shared`` is not a passing report's
+        :meth:`PreflightReport.to_dict`.
+    """
+    try:
+        report = PreflightReport(
+            tracking_uri=str(shared["tracking_uri"]),
+            reachable=bool(shared["reachable"]) if shared["reachable"] is not None else None,
+            authenticated=(
+                bool(shared["authenticated"]) if shared["authenticated"] is not None else None
+            ),
+            server_version=shared["server_version"] and str(shared["server_version"]),
+            client_version=str(shared["client_version"]),
+            verdict=Verdict(shared["verdict"]),
+            checks=tuple(
+                CheckResult(
+                    check["name"],
+                    check["status"],
+                    float(check["seconds"]),
+                    str(check["detail"]),
+                    check["fix"] and str(check["fix"]),
+                )
+                for check in shared["checks"]
+            ),
+        )
+    except (KeyError, TypeError, ValueError):
+        return None
+    if any(c.status not in _SHAREABLE for c in report.checks):
+        return None
+    if not report.checks or report.checks[0].name != "reachability":
+        return None
+    prober = _Prober(settings, _target(settings), Budget(settings.preflight_deadline))
+    try:
+        reach = _check_reachability(prober, report.tracking_uri)
+    finally:
+        prober.session.close()
+    if reach.status == "failed":
+        return _report(report.tracking_uri, report.client_version, [reach], reachable=False)
+    remember_server_version(report.tracking_uri, report.server_version)
+    return dataclasses.replace(report, checks=(reach, *report.checks[1:]))
 
 
 def ensure_preflight(settings: Settings) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
@@ -37,6 +38,8 @@ class State:
         preflight_reports: Passing preflight reports by (tracking URI, credential digest).
         preflight_flights: One check in progress per such key: concurrent first runs
             share its report, passing or failing.
+        forgotten_at: When :meth:`forget` last ran (``time.time()``): a preflight
+            verdict shared by another process on the host before then is not used.
         facts: Facts about the process read once (host name, OS user).
         version_warnings: (tracking URI, server version) pairs already warned about.
         server_versions: Server versions seen by the preflight, by tracking URI.
@@ -60,6 +63,7 @@ class State:
     lock: threading.RLock = field(default_factory=threading.RLock)
     preflight_reports: dict[tuple[str, str], Any] = field(default_factory=dict)
     preflight_flights: dict[tuple[str, str], Any] = field(default_factory=dict)
+    forgotten_at: float = 0.0
     facts: dict[str, str] = field(default_factory=dict)
     version_warnings: set[tuple[str, str]] = field(default_factory=set)
     server_versions: dict[str, str] = field(default_factory=dict)
@@ -76,11 +80,15 @@ class State:
     def forget(self) -> None:
         """Forget every cache (reports, warnings, versions, host facts).
 
+        Preflight verdicts that other processes of the host shared before now are
+        ignored from now on: the next run checks its server.
+
         Open runs, their spools and the globals they hold are left alone: they belong
         to code that is still running.
         """
         with self.lock:
             self.preflight_reports.clear()
+            self.forgotten_at = time.time()
             self.version_warnings.clear()
             self.server_versions.clear()
             self.facts.clear()

@@ -463,6 +463,7 @@ DEFAULTS: dict[str, object] = {
     "preflight_timeout": 2.0,
     "preflight_attempts": 3,
     "preflight_deadline": 4.5,
+    "preflight_host_ttl": 60.0,
     "version_policy": "warn",
     "http_max_retries": None,
     "http_backoff_factor": None,

@@ -238,6 +238,12 @@ class Settings(BaseSettings, metaclass=_ErrorBoundary):
         gt=0,
         description="Seconds all preflight attempts together may take.",
     )
+    preflight_host_ttl: float = Field(
+        60.0,
+        ge=0,
+        description="Seconds a passing preflight verdict is used by this user's other "
+        "processes on the host (the same server, credentials and versions); 0 shares none.",
+    )
     version_policy: VersionPolicy = Field(
         "warn",
         description="Client/server version skew: strict raises, warn warns once, off skips.",
