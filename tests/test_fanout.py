@@ -28,7 +28,7 @@ from mlflow.tracking import MlflowClient
 
 from michelangelo_mlflow.testing import TrackingServer
 from tests.helpers.fanout_task import value
-from tests.helpers.processes import end, readline, sync_cli
+from tests.helpers.processes import end, start_together, sync_cli
 
 pytestmark = pytest.mark.slow
 
@@ -61,31 +61,7 @@ def start_tasks(
     """
     workdir.mkdir(exist_ok=True)
     command = [sys.executable, str(TASK), url, experiment, str(points), str(interval)]
-    started = [
-        subprocess.Popen(
-            command,
-            cwd=workdir,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(tasks)
-    ]
-    try:
-        for task in started:
-            assert task.stdout is not None
-            assert readline(task.stdout, 300).strip() == "ready", end(task)[1][-3000:]
-        for task in started:
-            assert task.stdin is not None
-            task.stdin.write("go\n")
-            task.stdin.flush()
-            time.sleep(stagger)
-    except BaseException:
-        for task in started:
-            end(task)
-        raise
-    return started
+    return start_together(command, tasks, cwd=workdir, stagger=stagger)
 
 
 def finish_tasks(tasks: list[subprocess.Popen[str]]) -> list[dict[str, Any]]:

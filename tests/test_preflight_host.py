@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import subprocess
 import sys
 import tempfile
 import threading
@@ -18,7 +17,7 @@ from michelangelo_mlflow._state import STATE
 from michelangelo_mlflow._versions import client_version, known_server_version
 from michelangelo_mlflow.exceptions import TrackingServerUnreachableError
 from michelangelo_mlflow.testing import TrackingServer, reset
-from tests.helpers.processes import end, readline
+from tests.helpers.processes import end, start_together
 
 PREFLIGHT = ('"GET /health ', '"POST /api/2.0/mlflow/experiments/search ', '"GET /version ')
 
@@ -50,22 +49,8 @@ def host_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def tasks(url: str, count: int, password: str = "") -> list[str]:
     """What ``count`` processes that check ``url`` at the same moment report."""
-    processes = [
-        subprocess.Popen(
-            [sys.executable, "-c", _TASK, url, password],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(count)
-    ]
+    processes = start_together([sys.executable, "-c", _TASK, url, password], count, timeout=60)
     try:
-        for process in processes:
-            assert readline(process.stdout, timeout=60) == "ready\n"  # type: ignore[arg-type]
-        for process in processes:  # all at once
-            process.stdin.write("go\n")  # type: ignore[union-attr]
-            process.stdin.flush()  # type: ignore[union-attr]
         for process in processes:
             process.wait(timeout=60)
     finally:

@@ -7,6 +7,8 @@ import queue
 import subprocess
 import sys
 import threading
+import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
@@ -49,3 +51,47 @@ def sync_cli(
         timeout=timeout,
         check=False,
     )
+
+
+def start_together(
+    command: Sequence[str],
+    count: int,
+    *,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    stagger: float = 0.0,
+    timeout: float = 300.0,
+) -> list[subprocess.Popen[str]]:
+    """Start ``count`` processes of ``command``, wait until each printed "ready", say "go".
+
+    Each process prints ``ready`` once set up and then reads one line of its stdin:
+    "go" reaches them all at once (``stagger`` seconds apart), as a pipeline's
+    fan-out starts its tasks. On any failure every process is killed.
+    """
+    started = [
+        subprocess.Popen(
+            command,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(count)
+    ]
+    try:
+        for process in started:
+            assert process.stdout is not None
+            line = readline(process.stdout, timeout).strip()
+            assert line == "ready", end(process)[1][-3000:]
+        for process in started:
+            assert process.stdin is not None
+            process.stdin.write("go\n")
+            process.stdin.flush()
+            time.sleep(stagger)
+    except BaseException:
+        for process in started:
+            end(process)
+        raise
+    return started
