@@ -10,10 +10,12 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -70,6 +72,23 @@ def test_a_request_goes_without_a_slot_once_its_wait_is_over() -> None:
             assert first is True
             assert second is False
     with gate.slot(wait=1.0) as again:  # given back after the body
+        assert again is True
+
+
+def test_a_directory_another_user_could_write_means_no_gate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    shared = tmp_path / f"michelangelo-mlflow-{os.getuid()}"
+    url = server()
+    with SendGate(url, 1).slot(wait=1.0) as held:
+        assert held is True
+        assert list(shared.glob("*.lock"))  # the slots live there
+    shared.chmod(0o777)  # anyone could hold (or plant) the slots: not used
+    with SendGate(url, 1).slot(wait=5.0) as first, SendGate(url, 1).slot(wait=5.0) as second:
+        assert (first, second) == (False, False)  # at once, each sends as if alone
+    shared.chmod(0o700)
+    with SendGate(url, 1).slot(wait=1.0) as again:
         assert again is True
 
 
