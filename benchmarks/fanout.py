@@ -4,8 +4,8 @@ Each task is its own OS process, started from one working directory (shared by t
 variant's tasks, as a pipeline's workers share one). It imports MLflow, says it is
 ready, and waits; when every task is ready they are all told to go at once (imports
 are not timed; this SDK's modules are compiled to bytecode first, as an installed
-wheel's are, so those a run imports lazily are not compiled in the timed block). Each task opens one run and logs ``--points`` points of one metric,
-one per step:
+wheel's are, so those a run imports lazily are not compiled in the timed block). Each
+task opens one run and logs ``--points`` points of one metric, one per step:
 
 - ``sdk``: ``mlflow.log_metric`` in a loop inside ``mm.tracking_run`` (this SDK);
 - ``plain``: the same loop in plain ``mlflow.start_run`` (``--skip plain`` leaves it
