@@ -212,6 +212,34 @@ class PreflightReport:
             ],
         }
 
+    @classmethod
+    def _from_dict(cls, data: Mapping[str, Any]) -> PreflightReport:
+        """The report :meth:`to_dict` made (without the checks' errors).
+
+        Raises:
+            KeyError, TypeError, ValueError: ``data`` is not what :meth:`to_dict` makes.
+        """
+        return cls(
+            tracking_uri=str(data["tracking_uri"]),
+            reachable=bool(data["reachable"]) if data["reachable"] is not None else None,
+            authenticated=(
+                bool(data["authenticated"]) if data["authenticated"] is not None else None
+            ),
+            server_version=data["server_version"] and str(data["server_version"]),
+            client_version=str(data["client_version"]),
+            verdict=Verdict(data["verdict"]),
+            checks=tuple(
+                CheckResult(
+                    check["name"],
+                    check["status"],
+                    float(check["seconds"]),
+                    str(check["detail"]),
+                    check["fix"] and str(check["fix"]),
+                )
+                for check in data["checks"]
+            ),
+        )
+
     def __repr__(self) -> str:
         return (
             f"PreflightReport(tracking_uri={self.tracking_uri!r}, ok={self.ok}, "
@@ -246,13 +274,21 @@ class _Target:
 
 
 class _Prober:
-    def __init__(self, settings: Settings, target: _Target, budget: Budget) -> None:
+    """The preflight's requests to one server, within one deadline; closes its session."""
+
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.target = target
-        self.budget = budget
+        self.target = _target(settings)
+        self.budget = Budget(settings.preflight_deadline)
         self.session = requests.Session()
         self.session.headers["User-Agent"] = f"michelangelo-mlflow-preflight/{_our_version()}"
         self.session.trust_env = True
+
+    def __enter__(self) -> _Prober:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.session.close()
 
     def request(self, method: str, path: str, *, authenticated: bool) -> requests.Response:
         url = self.target.base_url + path
@@ -291,10 +327,8 @@ def _run_checks(settings: Settings) -> PreflightReport:
         )
         return PreflightReport(uri, None, None, None, client, Verdict.NOT_APPLICABLE, skipped)
 
-    target = _target(settings)
-    prober = _Prober(settings, target, Budget(settings.preflight_deadline))
     checks: list[CheckResult] = []
-    try:
+    with _Prober(settings) as prober:
         reach = _check_reachability(prober, uri)
         checks.append(reach)
         if reach.status == "failed":
@@ -303,7 +337,7 @@ def _run_checks(settings: Settings) -> PreflightReport:
         checks.append(auth)
         if auth.status == "failed":
             return _report(uri, client, checks, reachable=True, authenticated=False)
-        if target.databricks:
+        if prober.target.databricks:
             checks.append(
                 CheckResult(
                     "version",
@@ -324,8 +358,6 @@ def _run_checks(settings: Settings) -> PreflightReport:
             server=server,
             result=verdict(client, server),
         )
-    finally:
-        prober.session.close()
 
 
 def _report(
@@ -763,37 +795,15 @@ def _restored(shared: Mapping[str, Any], settings: Settings) -> PreflightReport 
         :meth:`PreflightReport.to_dict`.
     """
     try:
-        report = PreflightReport(
-            tracking_uri=str(shared["tracking_uri"]),
-            reachable=bool(shared["reachable"]) if shared["reachable"] is not None else None,
-            authenticated=(
-                bool(shared["authenticated"]) if shared["authenticated"] is not None else None
-            ),
-            server_version=shared["server_version"] and str(shared["server_version"]),
-            client_version=str(shared["client_version"]),
-            verdict=Verdict(shared["verdict"]),
-            checks=tuple(
-                CheckResult(
-                    check["name"],
-                    check["status"],
-                    float(check["seconds"]),
-                    str(check["detail"]),
-                    check["fix"] and str(check["fix"]),
-                )
-                for check in shared["checks"]
-            ),
-        )
+        report = PreflightReport._from_dict(shared)
     except (KeyError, TypeError, ValueError):
         return None
     if any(c.status not in _SHAREABLE for c in report.checks):
         return None
     if not report.checks or report.checks[0].name != "reachability":
         return None
-    prober = _Prober(settings, _target(settings), Budget(settings.preflight_deadline))
-    try:
+    with _Prober(settings) as prober:
         reach = _check_reachability(prober, report.tracking_uri)
-    finally:
-        prober.session.close()
     if reach.status == "failed":
         return _report(report.tracking_uri, report.client_version, [reach], reachable=False)
     remember_server_version(report.tracking_uri, report.server_version)
